@@ -1,0 +1,11 @@
+"""chatai-otel: the OpenTelemetry distribution of the ChatAI platform.
+
+The public API, re-exported; nothing else lives here.
+"""
+
+from chatai_otel.bootstrap import configure, current
+from chatai_otel.config import ConfigError, Settings
+from chatai_otel.logs import get_logger
+from chatai_otel.sdk import Telemetry
+
+__all__ = ["ConfigError", "Settings", "Telemetry", "configure", "current", "get_logger"]

@@ -1,0 +1,54 @@
+"""``configure()``: settings -> SDK providers -> logging pipeline, exactly once per process.
+
+Both entry paths land here: ``import chatai_otel.setup`` (workers, the bot) and
+the ``opentelemetry-instrument`` configurator (the backend). Whichever comes
+first configures; the other gets the same handle back and changes nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+from chatai_otel.config import ConfigError, load_settings
+from chatai_otel.logs import configure_logging
+from chatai_otel.sdk import Telemetry, build_telemetry, install_globally, install_process_hooks
+
+__all__ = ["ConfigError", "configure", "current", "exit_on_config_error"]
+
+_lock = threading.Lock()
+_telemetry: Telemetry | None = None
+
+
+def configure(**overrides: Any) -> Telemetry:
+    """Configure traces, metrics and logs for this process and return the handle.
+
+    ``overrides`` are field names of :class:`chatai_otel.config.Settings` and win
+    over the environment. A second call returns the first handle unchanged.
+    Raises :class:`ConfigError` for a bad configuration value.
+    """
+    global _telemetry
+    with _lock:
+        if _telemetry is not None:
+            return _telemetry
+        settings = load_settings(**overrides)
+        telemetry = build_telemetry(settings)
+        install_globally(telemetry)
+        configure_logging(settings, telemetry.logger_provider)
+        install_process_hooks(telemetry)
+        _telemetry = telemetry
+        return telemetry
+
+
+def current() -> Telemetry | None:
+    """The handle of this process, or None before configure()."""
+    return _telemetry
+
+
+def exit_on_config_error(error: ConfigError) -> str:
+    """Write the one-line start-up error to stderr and return it (the caller decides how to exit)."""
+    line = f"chatai-otel: configuration error: {error}"
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    return line

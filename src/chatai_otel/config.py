@@ -1,0 +1,385 @@
+"""Settings, read once from the environment and validated.
+
+The standard ``OTEL_*`` variables are honoured with their specified meaning;
+``CHATAI_OTEL_*`` variables exist only for what OpenTelemetry has no name for.
+A bad value raises :class:`ConfigError` whose message names the variable, the
+value and what is accepted, so start-up can stop with one clear line instead
+of a traceback or a silent default.
+
+This module imports nothing of ours: everything else builds on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+Protocol = Literal["grpc", "http/protobuf"]
+Signal = Literal["traces", "metrics", "logs"]
+SIGNALS: tuple[Signal, ...] = ("traces", "metrics", "logs")
+
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+EXPORTERS = ("otlp", "console", "none")
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
+DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message is meant for a human, in one line."""
+
+    def __init__(self, variable: str, value: object, accepted: str) -> None:
+        self.variable = variable
+        self.value = value
+        self.accepted = accepted
+        super().__init__(f"{variable}={value!r} is invalid: {accepted}")
+
+
+@dataclass(frozen=True)
+class ExporterSettings:
+    """Where and how one signal is shipped over OTLP."""
+
+    endpoint: str
+    protocol: Protocol
+    headers: Mapping[str, str]
+    timeout: float  # seconds
+    compression: Literal["none", "gzip", "deflate"]
+    insecure: bool
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """Bounds of one batch processor: its queue is the only buffer between app and network."""
+
+    schedule_delay: float  # seconds
+    export_timeout: float  # seconds
+    max_queue_size: int
+    max_export_batch_size: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything chatai-otel decides, in one immutable object."""
+
+    sdk_disabled: bool = False
+    service_name: str = "chatai"
+    service_version: str = "0.0.0"
+    environment: str = "development"
+    resource_attributes: Mapping[str, str] = field(default_factory=dict)
+    traces_exporter: str = "otlp"
+    metrics_exporter: str = "otlp"
+    logs_exporter: str = "otlp"
+    traces: ExporterSettings = field(default_factory=lambda: _default_exporter("traces"))
+    metrics: ExporterSettings = field(default_factory=lambda: _default_exporter("metrics"))
+    logs: ExporterSettings = field(default_factory=lambda: _default_exporter("logs"))
+    sampler: str = "parentbased_always_on"
+    sampler_arg: float = 1.0
+    metric_export_interval: float = 60.0  # seconds
+    metric_export_timeout: float = 30.0  # seconds
+    span_batch: BatchSettings = field(default_factory=lambda: BatchSettings(5.0, 30.0, 2048, 512))
+    log_batch: BatchSettings = field(default_factory=lambda: BatchSettings(1.0, 30.0, 2048, 512))
+    metric_cardinality_limit: int = 1000  # attribute sets per metric before folding into overflow
+    shutdown_timeout: float = 5.0  # seconds; a dead collector never holds a shutdown longer
+    log_level: str = "info"
+    log_format: str = "auto"
+
+    def exporter_for(self, signal: Signal) -> ExporterSettings:
+        """The OTLP settings of one signal."""
+        result: ExporterSettings = getattr(self, signal)
+        return result
+
+    def exporter_kind(self, signal: Signal) -> str:
+        """``otlp``, ``console`` or ``none`` for one signal."""
+        result: str = getattr(self, f"{signal}_exporter")
+        return result
+
+
+def _default_exporter(signal: Signal) -> ExporterSettings:
+    return ExporterSettings(
+        endpoint=DEFAULT_GRPC_ENDPOINT,
+        protocol="grpc",
+        headers={},
+        timeout=10.0,
+        compression="none",
+        insecure=True,
+    )
+
+
+# --- parsing helpers: each names the variable in its error -------------------------------
+
+T = TypeVar("T")
+
+
+def _clean(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _clean(env, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError(name, raw, "expected true or false")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = _clean(env, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered not in choices:
+        raise ConfigError(name, raw, f"expected one of {', '.join(choices)}")
+    return lowered
+
+
+def _number(
+    env: Mapping[str, str],
+    name: str,
+    default: T,
+    convert: Callable[[str], T],
+    *,
+    minimum: float = 0.0,
+    allow_zero: bool = True,
+    maximum: float | None = None,
+    unit: str = "",
+) -> T:
+    raw = _clean(env, name)
+    if raw is None:
+        return default
+    bound = f"{'>= ' if allow_zero else '> '}{minimum:g}"
+    if maximum is not None:
+        bound = f"between {minimum:g} and {maximum:g}"
+    kind = "an integer" if convert is int else "a number"
+    accepted = f"expected {kind} {bound}{unit}"
+    try:
+        value = convert(raw)
+    except ValueError:
+        raise ConfigError(name, raw, accepted) from None
+    as_float = float(value)  # type: ignore[arg-type]
+    if (
+        math.isnan(as_float)
+        or math.isinf(as_float)
+        or as_float < minimum
+        or (not allow_zero and as_float == minimum)
+        or (maximum is not None and as_float > maximum)
+    ):
+        raise ConfigError(name, raw, accepted)
+    return value
+
+
+def _millis(
+    env: Mapping[str, str], name: str, default_seconds: float, *, allow_zero: bool
+) -> float:
+    """OTel durations are integer milliseconds; we keep seconds internally."""
+    millis = _number(env, name, None, _int_or_float, allow_zero=allow_zero, unit=" (milliseconds)")
+    return default_seconds if millis is None else float(millis) / 1000.0
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool) -> float:
+    return float(_number(env, name, default, float, allow_zero=allow_zero, unit=" (seconds)"))
+
+
+def _int_or_float(raw: str) -> float:
+    return float(int(raw)) if raw.lstrip("-").isdigit() else float(raw)
+
+
+def parse_key_values(name: str, raw: str | None) -> dict[str, str]:
+    """Parse ``k1=v1,k2=v2`` (W3C baggage style, values URL-decoded) as OTel specifies."""
+    if raw is None:
+        return {}
+    result: dict[str, str] = {}
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(name, raw, "expected comma-separated key=value pairs")
+        result[urllib.parse.unquote(key)] = urllib.parse.unquote(value.strip())
+    return result
+
+
+def _endpoint(name: str, raw: str) -> str:
+    accepted = "expected an http:// or https:// URL with a host, e.g. http://localhost:4317"
+    parsed = urllib.parse.urlsplit(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ConfigError(name, raw, accepted)
+    try:
+        parsed.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ConfigError(name, raw, "expected a port between 1 and 65535") from None
+    return raw
+
+
+def _exporter_settings(env: Mapping[str, str], signal: Signal) -> ExporterSettings:
+    upper = signal.upper()
+    generic, specific = "OTEL_EXPORTER_OTLP_", f"OTEL_EXPORTER_OTLP_{upper}_"
+
+    def pick(suffix: str) -> tuple[str, str | None]:
+        """The per-signal variable wins over the generic one; return the name that was used."""
+        for prefix in (specific, generic):
+            value = _clean(env, prefix + suffix)
+            if value is not None:
+                return prefix + suffix, value
+        return generic + suffix, None
+
+    protocol_var, protocol_raw = pick("PROTOCOL")
+    protocol: Protocol = "grpc"
+    if protocol_raw is not None:
+        if protocol_raw == "http/json":
+            raise ConfigError(
+                protocol_var,
+                protocol_raw,
+                "http/json is not supported by the Python OTLP exporters; use grpc or http/protobuf",
+            )
+        if protocol_raw not in ("grpc", "http/protobuf"):
+            raise ConfigError(protocol_var, protocol_raw, "expected grpc or http/protobuf")
+        protocol = protocol_raw  # type: ignore[assignment]
+
+    specific_endpoint = _clean(env, specific + "ENDPOINT")
+    generic_endpoint = _clean(env, generic + "ENDPOINT")
+    if specific_endpoint is not None:
+        # A per-signal endpoint is used exactly as given (the OTLP spec).
+        endpoint = _endpoint(specific + "ENDPOINT", specific_endpoint)
+    else:
+        base = generic_endpoint or (
+            DEFAULT_GRPC_ENDPOINT if protocol == "grpc" else DEFAULT_HTTP_ENDPOINT
+        )
+        endpoint = _endpoint(generic + "ENDPOINT", base)
+        if protocol == "http/protobuf":
+            endpoint = endpoint.rstrip("/") + f"/v1/{signal}"
+
+    headers_var, headers_raw = pick("HEADERS")
+    headers = parse_key_values(headers_var, headers_raw)
+
+    timeout_var, timeout_raw = pick("TIMEOUT")
+    timeout = 10.0
+    if timeout_raw is not None:
+        timeout = _millis({timeout_var: timeout_raw}, timeout_var, 10.0, allow_zero=False)
+
+    compression_var, compression_raw = pick("COMPRESSION")
+    compression = _choice(
+        {compression_var: compression_raw} if compression_raw else {},
+        compression_var,
+        "none",
+        ("none", "gzip", "deflate"),
+    )
+    insecure_var, insecure_raw = pick("INSECURE")
+    scheme_insecure = endpoint.startswith("http://")
+    insecure = _bool(
+        {insecure_var: insecure_raw} if insecure_raw else {}, insecure_var, scheme_insecure
+    )
+    return ExporterSettings(
+        endpoint=endpoint,
+        protocol=protocol,
+        headers=headers,
+        timeout=timeout,
+        compression=compression,  # type: ignore[arg-type]
+        insecure=insecure,
+    )
+
+
+def _batch(env: Mapping[str, str], prefix: str, default_delay: float) -> BatchSettings:
+    queue = _number(env, f"{prefix}_MAX_QUEUE_SIZE", 2048, int, minimum=0, allow_zero=False)
+    batch = _number(env, f"{prefix}_MAX_EXPORT_BATCH_SIZE", 512, int, minimum=0, allow_zero=False)
+    if batch > queue:
+        raise ConfigError(
+            f"{prefix}_MAX_EXPORT_BATCH_SIZE",
+            batch,
+            f"must not exceed {prefix}_MAX_QUEUE_SIZE ({queue})",
+        )
+    return BatchSettings(
+        schedule_delay=_millis(env, f"{prefix}_SCHEDULE_DELAY", default_delay, allow_zero=True),
+        export_timeout=_millis(env, f"{prefix}_EXPORT_TIMEOUT", 30.0, allow_zero=False),
+        max_queue_size=queue,
+        max_export_batch_size=batch,
+    )
+
+
+def _exporter_kind(env: Mapping[str, str], name: str) -> str:
+    raw = _clean(env, name)
+    if raw is None:
+        return "otlp"
+    kinds = [part.strip().lower() for part in raw.split(",") if part.strip()]
+    if len(kinds) != 1 or kinds[0] not in EXPORTERS:
+        raise ConfigError(name, raw, f"expected one of {', '.join(EXPORTERS)}")
+    return kinds[0]
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read and validate the settings; ``overrides`` (field names of Settings) win over the environment."""
+    env = os.environ if env is None else env
+    resource_attributes = parse_key_values(
+        "OTEL_RESOURCE_ATTRIBUTES", _clean(env, "OTEL_RESOURCE_ATTRIBUTES")
+    )
+    service_name = (
+        _clean(env, "OTEL_SERVICE_NAME") or resource_attributes.get("service.name") or "chatai"
+    )
+    sampler = _choice(env, "OTEL_TRACES_SAMPLER", "parentbased_always_on", SAMPLERS)
+    # Validated even when the sampler ignores it: a bad ratio is a misconfiguration either way.
+    sampler_arg = float(
+        _number(env, "OTEL_TRACES_SAMPLER_ARG", 1.0, float, minimum=0.0, maximum=1.0)
+    )
+
+    values: dict[str, Any] = dict(
+        sdk_disabled=_bool(env, "OTEL_SDK_DISABLED", False),
+        service_name=service_name,
+        service_version=(
+            _clean(env, "CHATAI_OTEL_SERVICE_VERSION")
+            or resource_attributes.get("service.version")
+            or "0.0.0"
+        ),
+        environment=(
+            _clean(env, "CHATAI_OTEL_ENVIRONMENT")
+            or resource_attributes.get("deployment.environment.name")
+            or resource_attributes.get("deployment.environment")
+            or "development"
+        ),
+        resource_attributes=resource_attributes,
+        traces_exporter=_exporter_kind(env, "OTEL_TRACES_EXPORTER"),
+        metrics_exporter=_exporter_kind(env, "OTEL_METRICS_EXPORTER"),
+        logs_exporter=_exporter_kind(env, "OTEL_LOGS_EXPORTER"),
+        traces=_exporter_settings(env, "traces"),
+        metrics=_exporter_settings(env, "metrics"),
+        logs=_exporter_settings(env, "logs"),
+        sampler=sampler,
+        sampler_arg=sampler_arg,
+        metric_export_interval=_millis(env, "OTEL_METRIC_EXPORT_INTERVAL", 60.0, allow_zero=False),
+        metric_export_timeout=_millis(env, "OTEL_METRIC_EXPORT_TIMEOUT", 30.0, allow_zero=False),
+        span_batch=_batch(env, "OTEL_BSP", 5.0),
+        log_batch=_batch(env, "OTEL_BLRP", 1.0),
+        metric_cardinality_limit=_number(
+            env, "CHATAI_OTEL_METRIC_CARDINALITY_LIMIT", 1000, int, minimum=0, allow_zero=False
+        ),
+        shutdown_timeout=_seconds(env, "CHATAI_OTEL_SHUTDOWN_TIMEOUT", 5.0, allow_zero=False),
+        log_level=_choice(env, "CHATAI_OTEL_LOG_LEVEL", "info", LOG_LEVELS),
+        log_format=_choice(env, "CHATAI_OTEL_LOG_FORMAT", "auto", LOG_FORMATS),
+    )
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise TypeError(f"configure() got unknown settings: {', '.join(sorted(unknown))}")
+    values.update(overrides)
+    return Settings(**values)

@@ -1,0 +1,145 @@
+"""Shared fixtures: a real OTLP receiver on loopback and real app processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chatai_otel.receiver import OTLPReceiver
+
+TESTS = Path(__file__).parent
+APPS = TESTS / "apps"
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def receiver() -> Iterator[OTLPReceiver]:
+    """A real OTLP receiver (gRPC and HTTP) on free loopback ports."""
+    with OTLPReceiver() as running:
+        yield running
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def telemetry_env(
+    receiver: OTLPReceiver | None, protocol: str = "grpc", **extra: str
+) -> dict[str, str]:
+    """A child environment exporting fast to ``receiver`` (or to a closed port when None)."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("OTEL_", "CHATAI_OTEL_"))
+    }
+    env.update(
+        {
+            "PYTHONPATH": str(APPS),
+            "PYTHONUNBUFFERED": "1",
+            "OTEL_SERVICE_NAME": "test-app",
+            "OTEL_METRIC_EXPORT_INTERVAL": "500",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            "OTEL_BLRP_SCHEDULE_DELAY": "200",
+            "CHATAI_OTEL_LOG_FORMAT": "json",
+        }
+    )
+    if receiver is not None:
+        env.update(receiver.env(protocol))
+    else:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{free_port()}"
+    env.update(extra)
+    return env
+
+
+class AppProcess:
+    """A real server process (uvicorn, gunicorn, ...) with its output kept in files."""
+
+    def __init__(self, args: list[str], env: dict[str, str], port: int | None, tmp: Path) -> None:
+        self.port = port
+        self.stdout_path = tmp / f"stdout-{port}.log"
+        self.stderr_path = tmp / f"stderr-{port}.log"
+        self._stdout = self.stdout_path.open("wb")
+        self._stderr = self.stderr_path.open("wb")
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            stdout=self._stdout,
+            stderr=self._stderr,
+            cwd=str(APPS),
+            start_new_session=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, path: str = "/ping", timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"process exited with {self.proc.returncode}: {self.output()}")
+            try:
+                if httpx.get(self.url + path, timeout=1.0).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"not ready after {timeout}s: {self.output()}")
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(10)
+        self._stdout.close()
+        self._stderr.close()
+
+    def stdout(self) -> str:
+        self._stdout.flush()
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        self._stderr.flush()
+        return self.stderr_path.read_text(errors="replace")
+
+    def output(self) -> str:
+        return f"\n--- stdout ---\n{self.stdout()[-4000:]}\n--- stderr ---\n{self.stderr()[-4000:]}"
+
+
+@pytest.fixture
+def start_app(tmp_path: Path) -> Iterator[object]:
+    """Start a server process: ``start_app(args, env, port)``; all are killed after the test."""
+    started: list[AppProcess] = []
+
+    def start(args: list[str], env: dict[str, str], port: int | None = None) -> AppProcess:
+        app = AppProcess(args, env, port, tmp_path)
+        started.append(app)
+        return app
+
+    yield start
+    for app in started:
+        app.stop()
+
+
+def bin_path(name: str) -> str:
+    """A console script of this virtualenv (opentelemetry-instrument, uvicorn, gunicorn)."""
+    return str(VENV_BIN / name)

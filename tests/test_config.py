@@ -1,0 +1,175 @@
+"""Configuration: standard OTEL_* variables honoured, bad values stop start-up with one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from chatai_otel.config import ConfigError, load_settings
+from conftest import bin_path, telemetry_env
+
+BAD_VALUES = [
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon", "grpc or http/protobuf"),
+    ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json", "http/protobuf"),
+    ("OTEL_TRACES_SAMPLER", "sometimes", "traceidratio"),
+    ("OTEL_TRACES_SAMPLER_ARG", "abc", "between 0 and 1"),
+    ("OTEL_TRACES_SAMPLER_ARG", "1.5", "between 0 and 1"),
+    ("OTEL_TRACES_SAMPLER_ARG", "-0.1", "between 0 and 1"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317", "http:// or https://"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://", "http:// or https://"),
+    ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "ftp://collector:4317", "http:// or https://"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:99999", "port"),
+    ("OTEL_METRIC_EXPORT_INTERVAL", "-5", ">"),
+    ("OTEL_METRIC_EXPORT_INTERVAL", "soon", "milliseconds"),
+    ("OTEL_BSP_SCHEDULE_DELAY", "-1", "milliseconds"),
+    ("OTEL_BSP_MAX_QUEUE_SIZE", "0", "integer"),
+    ("OTEL_BLRP_MAX_EXPORT_BATCH_SIZE", "many", "integer"),
+    ("OTEL_EXPORTER_OTLP_TIMEOUT", "0", "milliseconds"),
+    ("OTEL_EXPORTER_OTLP_HEADERS", "authorization", "key=value"),
+    ("OTEL_RESOURCE_ATTRIBUTES", "team", "key=value"),
+    ("OTEL_SDK_DISABLED", "maybe", "true or false"),
+    ("OTEL_TRACES_EXPORTER", "zipkin", "otlp, console, none"),
+    ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", "gzip"),
+    ("CHATAI_OTEL_SHUTDOWN_TIMEOUT", "-3", "seconds"),
+    ("CHATAI_OTEL_LOG_FORMAT", "xml", "json"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "accepted"), BAD_VALUES)
+def test_bad_value_raises_a_config_error_naming_variable_value_and_accepted(
+    variable, value, accepted
+):
+    with pytest.raises(ConfigError) as caught:
+        load_settings({variable: value})
+    message = str(caught.value)
+    assert caught.value.variable == variable
+    assert variable in message
+    assert repr(value) in message
+    assert accepted in message
+    assert "\n" not in message
+
+
+def test_batch_larger_than_queue_is_rejected():
+    with pytest.raises(ConfigError, match="OTEL_BSP_MAX_EXPORT_BATCH_SIZE"):
+        load_settings({"OTEL_BSP_MAX_QUEUE_SIZE": "100", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "200"})
+
+
+def _one_error_line(stderr: str, variable: str, value: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("chatai-otel: configuration error:")
+    assert variable in lines[0] and value in lines[0]
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(("variable", "value", "accepted"), BAD_VALUES[::3])
+def test_import_setup_exits_with_one_line(variable, value, accepted):
+    env = telemetry_env(None, **{variable: value})
+    done = subprocess.run(
+        [sys.executable, "-c", "import chatai_otel.setup; print('SHOULD NOT RUN')"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "SHOULD NOT RUN" not in done.stdout
+    _one_error_line(done.stderr, variable, value)
+
+
+@pytest.mark.parametrize(("variable", "value", "accepted"), BAD_VALUES[1::3])
+def test_instrument_wrapper_exits_with_one_line(variable, value, accepted):
+    env = telemetry_env(None, **{variable: value})
+    done = subprocess.run(
+        [bin_path("opentelemetry-instrument"), sys.executable, "-c", "print('SHOULD NOT RUN')"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "SHOULD NOT RUN" not in done.stdout
+    _one_error_line(done.stderr, variable, value)
+
+
+def test_standard_variables_are_honoured():
+    settings = load_settings(
+        {
+            "OTEL_SERVICE_NAME": "chatai-api",
+            "OTEL_RESOURCE_ATTRIBUTES": "service.version=1.2.3,deployment.environment.name=prod,team=ai%20core",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://metrics:9999/custom",
+            "OTEL_EXPORTER_OTLP_HEADERS": "authorization=Bearer%20abc,x-tenant=7",
+            "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT": "2500",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.25",
+            "OTEL_METRIC_EXPORT_INTERVAL": "15000",
+            "OTEL_BSP_MAX_QUEUE_SIZE": "4096",
+            "OTEL_BLRP_SCHEDULE_DELAY": "250",
+            "OTEL_LOGS_EXPORTER": "none",
+        }
+    )
+    assert settings.service_name == "chatai-api"
+    assert settings.service_version == "1.2.3"
+    assert settings.environment == "prod"
+    assert settings.resource_attributes["team"] == "ai core"
+    assert settings.traces.endpoint == "http://collector:4318/v1/traces"
+    assert settings.traces.protocol == "http/protobuf"
+    assert settings.metrics.endpoint == "http://metrics:9999/custom"  # per-signal: used as given
+    assert settings.traces.headers == {"authorization": "Bearer abc", "x-tenant": "7"}
+    assert settings.logs.timeout == 2.5 and settings.traces.timeout == 10.0
+    assert (settings.sampler, settings.sampler_arg) == ("parentbased_traceidratio", 0.25)
+    assert settings.metric_export_interval == 15.0
+    assert settings.span_batch.max_queue_size == 4096
+    assert settings.log_batch.schedule_delay == 0.25
+    assert settings.logs_exporter == "none"
+
+
+def test_defaults_and_overrides():
+    settings = load_settings({})
+    assert settings.traces.endpoint == "http://localhost:4317"
+    assert settings.traces.protocol == "grpc"
+    assert settings.shutdown_timeout == 5.0
+    assert load_settings({}, service_name="bot").service_name == "bot"
+    with pytest.raises(TypeError, match="unknown settings: colour"):
+        load_settings({}, colour="blue")
+
+
+def test_configure_twice_returns_the_same_handle():
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import chatai_otel, chatai_otel.setup as s;"
+            "a = chatai_otel.configure(); b = chatai_otel.configure(service_name='other');"
+            "assert a is b is s.telemetry; assert a.resource.attributes['service.name'] == 'test-app';"
+            "print('OK')",
+        ],
+        env=telemetry_env(None, OTEL_SDK_DISABLED="false"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "OK" in done.stdout
+
+
+def test_sdk_disabled_exports_nothing_and_still_logs(receiver):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import chatai_otel.setup as s; from chatai_otel import get_logger;"
+            "assert not s.telemetry.enabled; get_logger('x').info('still.logged')",
+        ],
+        env=telemetry_env(receiver, OTEL_SDK_DISABLED="true"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "still.logged" in done.stdout
+    assert receiver.counts()["logs"] == 0
