@@ -3,9 +3,19 @@
 The public API, re-exported; nothing else lives here.
 """
 
+from chatai_otel import context
 from chatai_otel.bootstrap import configure, current
 from chatai_otel.config import ConfigError, Settings
-from chatai_otel.logs import get_logger
+from chatai_otel.logs import get_audit_logger, get_logger
 from chatai_otel.sdk import Telemetry
 
-__all__ = ["ConfigError", "Settings", "Telemetry", "configure", "current", "get_logger"]
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "Telemetry",
+    "configure",
+    "context",
+    "current",
+    "get_audit_logger",
+    "get_logger",
+]

@@ -22,7 +22,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 
 from chatai_otel.config import Settings
 
-__all__ = ["configure_logging", "get_logger"]
+__all__ = ["configure_logging", "get_audit_logger", "get_logger"]
 
 _SEVERITY = {
     "debug": SeverityNumber.DEBUG,
@@ -110,3 +110,8 @@ def get_logger(name: str | None = None, **initial_values: Any) -> Any:
     if name is not None:
         initial_values["logger"] = name
     return logger.bind(**initial_values) if initial_values else logger
+
+
+def get_audit_logger() -> Any:
+    """The audit stream (the seed's audit.log): marked ``log.type=audit``, never filtered by level."""
+    return get_logger("audit", **{"log.type": "audit"})
