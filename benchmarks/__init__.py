@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: `./dev bench [name ...]` runs `benchmarks/bench_<name>.py`."""
