@@ -110,6 +110,8 @@ async def tour_health() -> None:
     from chatai_otel.health import HealthChecker
 
     checker = HealthChecker()
+    checker.add("tour", lambda: True)
+    checker.add_system()
     await maybe_await(checker.run())
 
 
