@@ -414,7 +414,8 @@ def test_collector_exporters_point_at_compose_services_on_the_right_ports() -> N
     spm = jaeger["extensions"]["jaeger_storage"]["metric_backends"]["prometheus_spm"]
     assert host_port(spm["prometheus"]["endpoint"]) == ("prometheus", 9090)
     assert "9090:9090" in services["prometheus"]["ports"]
-    assert "16686:16686" in services["jaeger"]["ports"]
+    ui_port = listen_port(jaeger["extensions"]["jaeger_query"]["http"]["endpoint"])
+    assert f"{ui_port}:{ui_port}" in services["jaeger"]["ports"]
 
 
 def test_grafana_datasources_point_at_compose_services_and_link_logs_and_traces() -> None:
