@@ -6,11 +6,15 @@ The public API, re-exported; nothing else lives here.
 from chatai_otel import context
 from chatai_otel.bootstrap import configure, current
 from chatai_otel.config import ConfigError, Settings
+from chatai_otel.health import CheckOutcome, HealthChecker, HealthStatus, health_router
 from chatai_otel.logs import get_audit_logger, get_logger
 from chatai_otel.sdk import Telemetry
 
 __all__ = [
+    "CheckOutcome",
     "ConfigError",
+    "HealthChecker",
+    "HealthStatus",
     "Settings",
     "Telemetry",
     "configure",
@@ -18,4 +22,5 @@ __all__ = [
     "current",
     "get_audit_logger",
     "get_logger",
+    "health_router",
 ]

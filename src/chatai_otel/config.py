@@ -95,6 +95,12 @@ class Settings:
     shutdown_timeout: float = 5.0  # seconds; a dead collector never holds a shutdown longer
     log_level: str = "info"
     log_format: str = "auto"
+    # health checks (chatai_otel.health)
+    health_cache_ttl: float = 2.0  # seconds a check result is reused: a probe storm costs one run
+    health_timeout: float = 2.0  # seconds a check may take before it counts as unhealthy
+    health_interval: float = 15.0  # seconds between background runs (fresh metrics); 0 = off
+    health_disk_threshold: float = 90.0  # disk usage percent above which the system is degraded
+    health_memory_threshold: float = 85.0  # memory usage percent above which the system is degraded
 
     def exporter_for(self, signal: Signal) -> ExporterSettings:
         """The OTLP settings of one signal."""
@@ -198,6 +204,10 @@ def _millis(
 
 def _seconds(env: Mapping[str, str], name: str, default: float, *, allow_zero: bool) -> float:
     return float(_number(env, name, default, float, allow_zero=allow_zero, unit=" (seconds)"))
+
+
+def _percent(env: Mapping[str, str], name: str, default: float) -> float:
+    return float(_number(env, name, default, float, minimum=0.0, maximum=100.0, unit=" (percent)"))
 
 
 def _int_or_float(raw: str) -> float:
@@ -376,6 +386,11 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         shutdown_timeout=_seconds(env, "CHATAI_OTEL_SHUTDOWN_TIMEOUT", 5.0, allow_zero=False),
         log_level=_choice(env, "CHATAI_OTEL_LOG_LEVEL", "info", LOG_LEVELS),
         log_format=_choice(env, "CHATAI_OTEL_LOG_FORMAT", "auto", LOG_FORMATS),
+        health_cache_ttl=_seconds(env, "CHATAI_OTEL_HEALTH_CACHE_TTL", 2.0, allow_zero=True),
+        health_timeout=_seconds(env, "CHATAI_OTEL_HEALTH_TIMEOUT", 2.0, allow_zero=False),
+        health_interval=_seconds(env, "CHATAI_OTEL_HEALTH_INTERVAL", 15.0, allow_zero=True),
+        health_disk_threshold=_percent(env, "CHATAI_OTEL_HEALTH_DISK_THRESHOLD", 90.0),
+        health_memory_threshold=_percent(env, "CHATAI_OTEL_HEALTH_MEMORY_THRESHOLD", 85.0),
     )
     known = {f.name for f in dataclasses.fields(Settings)}
     unknown = set(overrides) - known
