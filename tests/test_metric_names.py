@@ -67,7 +67,6 @@ PENDING: dict[str, str] = {
     "gen_ai_client_token_usage_sum": "ai",
     "gen_ai_client_operation_duration_seconds_bucket": "ai",
     "chatai_ai_cost_USD_total": "ai",
-    "chatai_health_status_ratio": "health",
 }
 
 # Labels Prometheus or the exporter add to every series, besides the metric's own attributes.

@@ -660,7 +660,7 @@ class HealthChecker:
         self._checks: dict[str, _Check] = {}
         self._background: asyncio.Task[None] | None = None
         self._instruments = _instruments_for(meter_provider)
-        self._instruments.checkers.add(self)
+        self._instruments.checkers.append(self)
 
     # --- registration ----------------------------------------------------------------------
 
@@ -977,7 +977,9 @@ class _Instruments:
             if provider is None
             else provider.get_meter("chatai_otel.health", distro_version())
         )
-        self.checkers: weakref.WeakSet[HealthChecker] = weakref.WeakSet()
+        # Strong references: a checker reports its last results for the life of the process,
+        # even when the code that ran it kept no reference (a worker's one-off check).
+        self.checkers: list[HealthChecker] = []
         meter.create_observable_gauge(
             STATUS_METRIC,
             callbacks=[self._observe_status],
