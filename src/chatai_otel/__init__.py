@@ -9,6 +9,7 @@ from chatai_otel.config import ConfigError, Settings
 from chatai_otel.health import CheckOutcome, HealthChecker, HealthStatus, health_router
 from chatai_otel.logs import get_audit_logger, get_logger
 from chatai_otel.sdk import Telemetry
+from chatai_otel.web import bind_user, instrument_app
 
 __all__ = [
     "CheckOutcome",
@@ -17,10 +18,12 @@ __all__ = [
     "HealthStatus",
     "Settings",
     "Telemetry",
+    "bind_user",
     "configure",
     "context",
     "current",
     "get_audit_logger",
     "get_logger",
     "health_router",
+    "instrument_app",
 ]

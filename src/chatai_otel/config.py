@@ -36,6 +36,7 @@ LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
+DEFAULT_EXCLUDED_URLS = ("/health", "/health/*", "/metrics")
 
 
 class ConfigError(ValueError):
@@ -101,6 +102,11 @@ class Settings:
     health_interval: float = 15.0  # seconds between background runs (fresh metrics); 0 = off
     health_disk_threshold: float = 90.0  # disk usage percent above which the system is degraded
     health_memory_threshold: float = 85.0  # memory usage percent above which the system is degraded
+    # web layer (chatai_otel.web): paths kept out of traces, metrics and the access log
+    excluded_urls: tuple[str, ...] = DEFAULT_EXCLUDED_URLS
+    access_log: bool = True
+    capture_headers: tuple[str, ...] = ()  # lower-case request header names put on the access line
+    db_connect_spans: bool = False  # a `connect` span per pooled SQLAlchemy checkout
 
     def exporter_for(self, signal: Signal) -> ExporterSettings:
         """The OTLP settings of one signal."""
@@ -338,6 +344,33 @@ def _exporter_kind(env: Mapping[str, str], name: str) -> str:
     return kinds[0]
 
 
+def _url_patterns(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated paths; a trailing ``*`` matches any suffix. Empty (``""``) excludes nothing."""
+    raw = env.get(name)
+    if raw is None:
+        return DEFAULT_EXCLUDED_URLS
+    patterns = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for pattern in patterns:
+        if not pattern.startswith("/") or "*" in pattern[:-1]:
+            raise ConfigError(
+                name, raw, "expected comma-separated paths starting with /, e.g. /health,/health/*"
+            )
+    return patterns
+
+
+def _header_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = _clean(env, name)
+    if raw is None:
+        return ()
+    names = tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+    for header in names:
+        if not all(c.isalnum() or c in "-_" for c in header):
+            raise ConfigError(
+                name, raw, "expected comma-separated header names, e.g. user-agent,referer"
+            )
+    return names
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read and validate the settings; ``overrides`` (field names of Settings) win over the environment."""
     env = os.environ if env is None else env
@@ -391,6 +424,10 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         health_interval=_seconds(env, "CHATAI_OTEL_HEALTH_INTERVAL", 15.0, allow_zero=True),
         health_disk_threshold=_percent(env, "CHATAI_OTEL_HEALTH_DISK_THRESHOLD", 90.0),
         health_memory_threshold=_percent(env, "CHATAI_OTEL_HEALTH_MEMORY_THRESHOLD", 85.0),
+        excluded_urls=_url_patterns(env, "CHATAI_OTEL_EXCLUDED_URLS"),
+        access_log=_bool(env, "CHATAI_OTEL_ACCESS_LOG", True),
+        capture_headers=_header_names(env, "CHATAI_OTEL_CAPTURE_HEADERS"),
+        db_connect_spans=_bool(env, "CHATAI_OTEL_DB_CONNECT_SPANS", False),
     )
     known = {f.name for f in dataclasses.fields(Settings)}
     unknown = set(overrides) - known

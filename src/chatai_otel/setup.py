@@ -1,5 +1,9 @@
 """``import chatai_otel.setup`` configures everything, once (workers, the bot, scripts).
 
+Everything includes the client libraries: SQLAlchemy, Redis and httpx are
+instrumented here, so engines and clients created after this import get spans
+(see :func:`chatai_otel.instrumentations.instrument_libraries`).
+
 Importing it from many modules is safe: Python imports a module once, and
 :func:`chatai_otel.bootstrap.configure` is idempotent besides. A bad
 configuration value stops the process with one clear line and exit code 2.
@@ -14,3 +18,8 @@ try:
 except ConfigError as _error:
     exit_on_config_error(_error)
     raise SystemExit(2) from None
+
+if telemetry.enabled:
+    from chatai_otel.instrumentations import instrument_libraries
+
+    instrument_libraries()

@@ -1,8 +1,8 @@
 """The same app, configured by `import chatai_otel.setup` instead of opentelemetry-instrument."""
 
 from basic_app import app
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 import chatai_otel.setup  # noqa: F401  (configures telemetry, must come first)
+from chatai_otel import instrument_app
 
-FastAPIInstrumentor.instrument_app(app, exclude_spans=["send", "receive"])
+instrument_app(app)

@@ -1,0 +1,353 @@
+"""Web layer overhead: one FastAPI app four ways, side by side, interleaved rounds, medians.
+
+Arms (``benchmarks/web_app.py``):
+
+* ``bare``   — uvicorn, no telemetry;
+* ``chatai`` — ``opentelemetry-instrument`` with chatai-otel: traces, metrics and logs
+  over OTLP/gRPC to a local receiver in its own process, 100 % sampling, one access
+  log line per request (stdout to a file);
+* ``stock``  — ``opentelemetry-instrument`` with the stock distro and configurator
+  (``opentelemetry-distro``), in a separate virtualenv (``.venv-stock``) where
+  chatai-otel is not even installed, exporting traces, metrics and logs the same way;
+* ``seed``   — the seed's BaseHTTPMiddleware logging request start and completion as JSON.
+
+Load: ``wrk`` from its own process (taskset: server on CPU 0, wrk and the receiver on
+CPU 1), uvicorn with one worker. Each round starts every arm in a rotated order, runs
+``/ping`` then ``/chat`` (one SELECT through SQLAlchemy; SQLite, or PostgreSQL with
+``--postgres``), and the table reports medians over rounds and ratios to ``bare`` from
+the same run.
+
+    python -m benchmarks web [--rounds N] [--seconds S] [--connections C] [--postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+STOCK_VENV = ROOT / ".venv-stock"
+ARMS = ("bare", "chatai", "stock", "seed")
+ENDPOINTS = ("/ping", "/chat")
+# What the stock arm installs, pinned to the versions of this virtualenv.
+STOCK_PACKAGES = (
+    "fastapi",
+    "starlette",
+    "pydantic",
+    "pydantic-core",
+    "uvicorn",
+    "h11",
+    "sqlalchemy",
+    "psycopg",
+    "psycopg-binary",
+    "opentelemetry-api",
+    "opentelemetry-sdk",
+    "opentelemetry-exporter-otlp-proto-grpc",
+    "opentelemetry-instrumentation",
+    "opentelemetry-instrumentation-asgi",
+    "opentelemetry-instrumentation-fastapi",
+    "opentelemetry-instrumentation-sqlalchemy",
+    "opentelemetry-semantic-conventions",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _taskset(cpu: int) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", str(cpu)]
+    return []
+
+
+def ensure_stock_venv() -> Path:
+    """A virtualenv with the stock distro and the same library versions, without chatai-otel."""
+    stamp = STOCK_VENV / ".bench-stock"
+    pins = []
+    for name in STOCK_PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            pins.append(f"{name}=={metadata.version(name)}")
+    pins.append(f"opentelemetry-distro=={metadata.version('opentelemetry-instrumentation')}")
+    wanted = "\n".join(pins)
+    if stamp.exists() and stamp.read_text() == wanted:
+        return STOCK_VENV / "bin"
+    print(f"bench_web: creating {STOCK_VENV} (stock opentelemetry-distro)", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(STOCK_VENV)], check=True)
+    subprocess.run(
+        [str(STOCK_VENV / "bin" / "python"), "-m", "pip", "install", "-q", *pins], check=True
+    )
+    stamp.write_text(wanted)
+    return STOCK_VENV / "bin"
+
+
+@contextlib.contextmanager
+def receiver_process() -> Iterator[dict[str, int]]:
+    """A counting OTLP receiver in its own process, on the load generator's CPU."""
+    proc = subprocess.Popen(
+        [*_taskset(1), sys.executable, "-m", "chatai_otel.receiver"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ports = json.loads(proc.stdout.readline())
+        yield ports
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def receiver_counts(ports: dict[str, int]) -> dict[str, int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['http_port']}/counts") as answer:
+        counts: dict[str, int] = json.loads(answer.read())
+        return counts
+
+
+def _server_command(arm: str, port: int, stock_bin: Path) -> list[str]:
+    uvicorn_args = [
+        "web_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    if arm == "chatai":
+        return [
+            str(VENV_BIN / "opentelemetry-instrument"),
+            str(VENV_BIN / "uvicorn"),
+            *uvicorn_args,
+        ]
+    if arm == "stock":
+        return [
+            str(stock_bin / "opentelemetry-instrument"),
+            str(stock_bin / "uvicorn"),
+            *uvicorn_args,
+        ]
+    return [str(VENV_BIN / "uvicorn"), *uvicorn_args]
+
+
+def _server_env(arm: str, ports: dict[str, int], db_url: str, table: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHATAI_OTEL_"))}
+    env.update(
+        {
+            "PYTHONPATH": str(HERE),
+            "BENCH_MODE": arm,
+            "BENCH_DB_URL": db_url,
+            "BENCH_TABLE": table,
+        }
+    )
+    if arm in ("chatai", "stock"):
+        env.update(
+            {
+                "OTEL_SERVICE_NAME": f"bench-{arm}",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports['grpc_port']}",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_METRICS_EXPORTER": "otlp",
+                "OTEL_LOGS_EXPORTER": "otlp",
+                "OTEL_TRACES_SAMPLER": "always_on",
+                "OTEL_METRIC_EXPORT_INTERVAL": "5000",
+            }
+        )
+    if arm == "chatai":
+        env.update(
+            {
+                "OTEL_PYTHON_DISTRO": "chatai_otel",
+                "OTEL_PYTHON_CONFIGURATOR": "chatai_otel",
+                "CHATAI_OTEL_LOG_FORMAT": "json",
+            }
+        )
+    if arm == "stock":
+        # the stock distro and configurator, explicitly (chatai-otel is not installed there)
+        env.update({"OTEL_PYTHON_DISTRO": "distro", "OTEL_PYTHON_CONFIGURATOR": "configurator"})
+    return env
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/chat", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("server not ready")
+
+
+_WRK_LATENCY = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
+    """req/s, p50 and p99 (ms) from one wrk run."""
+    out = subprocess.run(
+        [
+            *_taskset(1),
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    latency = {m[0]: float(m[1]) * _UNIT[m[2]] for m in _WRK_LATENCY.findall(out)}
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} error responses\n{out}")
+    return {"rps": rps, "p50": latency["50"], "p99": latency["99"]}
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench web", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument(
+        "--postgres",
+        nargs="?",
+        const="postgresql+psycopg://postgres@127.0.0.1:5432/test",
+        help="run /chat against PostgreSQL (default URL: the test database)",
+    )
+    args = parser.parse_args(argv)
+    if not shutil.which("wrk"):
+        sys.exit("bench_web needs wrk (Debian: apt-get install wrk)")
+    arms = [a for a in args.arms.split(",") if a]
+    stock_bin = ensure_stock_venv() if "stock" in arms else VENV_BIN
+    work = Path(tempfile.mkdtemp(prefix="bench-web-"))
+    table = f"bench_web_{os.getpid()}"
+    db_url = args.postgres or f"sqlite:///{work / 'bench.db'}"
+    results: dict[tuple[str, str], list[dict[str, float]]] = {}
+    delivered: dict[str, dict[str, int]] = {}
+    with receiver_process() as ports:
+        for round_number in range(args.rounds):
+            order = arms[round_number % len(arms) :] + arms[: round_number % len(arms)]
+            for arm in order:
+                port = _free_port()
+                before = receiver_counts(ports)
+                with (work / f"{arm}.out").open("ab") as out:
+                    proc = subprocess.Popen(
+                        [*_taskset(0), *_server_command(arm, port, stock_bin)],
+                        env=_server_env(arm, ports, db_url, table),
+                        cwd=str(work),
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                    try:
+                        _wait_ready(f"http://127.0.0.1:{port}", proc)
+                        for endpoint in ENDPOINTS:
+                            url = f"http://127.0.0.1:{port}{endpoint}"
+                            run_wrk(url, args.warmup, args.connections)
+                            result = run_wrk(url, args.seconds, args.connections)
+                            results.setdefault((arm, endpoint), []).append(result)
+                            print(
+                                f"round {round_number + 1} {arm:7} {endpoint:6} "
+                                f"{result['rps']:8.0f} req/s  p50 {result['p50']:.2f} ms  "
+                                f"p99 {result['p99']:.2f} ms",
+                                file=sys.stderr,
+                                flush=True,
+                            )
+                    finally:
+                        proc.send_signal(signal.SIGTERM)
+                        try:
+                            proc.wait(20)
+                        except subprocess.TimeoutExpired:
+                            proc.kill()
+                            proc.wait()
+                time.sleep(0.5)
+                after = receiver_counts(ports)
+                totals = delivered.setdefault(arm, {})
+                for key in ("spans", "logs", "metric_points"):
+                    totals[key] = totals.get(key, 0) + after[key] - before[key]
+    if args.postgres:
+        with contextlib.suppress(Exception):
+            from sqlalchemy import create_engine, text
+
+            with create_engine(db_url).begin() as conn:
+                conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    access_lines = _count_lines(work / "chatai.out", "HTTP_REQUEST_COMPLETE")
+    print_table(results, arms, args, delivered, access_lines)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _count_lines(path: Path, needle: str) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as lines:
+        return sum(1 for line in lines if needle.encode() in line)
+
+
+def print_table(
+    results: dict[tuple[str, str], list[dict[str, float]]],
+    arms: list[str],
+    args: argparse.Namespace,
+    delivered: dict[str, dict[str, int]],
+    access_lines: int,
+) -> None:
+    def median(arm: str, endpoint: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[(arm, endpoint)])
+
+    print(
+        f"\n{args.rounds} interleaved rounds x {args.seconds:g} s per arm and endpoint, wrk -t1 "
+        f"-c{args.connections}, uvicorn 1 worker; medians; ratio = req/s / bare req/s of the same run."
+    )
+    print("| arm | endpoint | req/s | p50 ms | p99 ms | ratio to bare |")
+    print("|---|---|---:|---:|---:|---:|")
+    for endpoint in ENDPOINTS:
+        bare = median("bare", endpoint, "rps") if "bare" in arms else float("nan")
+        for arm in arms:
+            rps = median(arm, endpoint, "rps")
+            print(
+                f"| {arm} | {endpoint} | {rps:.0f} | {median(arm, endpoint, 'p50'):.2f} | "
+                f"{median(arm, endpoint, 'p99'):.2f} | {rps / bare:.2f}x |"
+            )
+    if "chatai" in arms and "stock" in arms:
+        for endpoint in ENDPOINTS:
+            ours = median("chatai", endpoint, "rps")
+            stock = median("stock", endpoint, "rps")
+            print(f"\nchatai / stock on {endpoint}: {ours / stock:.2f}x", end="")
+        print()
+    for arm, counts in delivered.items():
+        if arm in ("chatai", "stock"):
+            print(
+                f"\n{arm}: delivered to the receiver: {counts['spans']} spans, "
+                f"{counts['logs']} log records, {counts['metric_points']} metric points",
+                end="",
+            )
+    if "chatai" in arms:
+        print(f"\nchatai: {access_lines} access log lines on stdout")
+    print()
