@@ -35,6 +35,14 @@ EXPORTERS = ("otlp", "console", "none")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
+# The seed's audit set: these business events also go to the audit stream (and are durable).
+DEFAULT_AUDIT_EVENTS = (
+    "user_registered",
+    "user_login",
+    "balance_topped_up",
+    "handoff_requested",
+    "security_violation",
+)
 DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 DEFAULT_EXCLUDED_URLS = ("/health", "/health/*", "/metrics")
 
@@ -107,6 +115,16 @@ class Settings:
     access_log: bool = True
     capture_headers: tuple[str, ...] = ()  # lower-case request header names put on the access line
     db_connect_spans: bool = False  # a `connect` span per pooled SQLAlchemy checkout
+    # business events and errors (events.py, errors.py, alerts.py)
+    audit_events: tuple[str, ...] = (
+        DEFAULT_AUDIT_EVENTS  # event types also written to the audit stream
+    )
+    alert_webhook_url: str | None = field(default=None, repr=False)  # may hold a secret token
+    alert_webhook_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    alert_dedup_window: float = 300.0  # seconds: one alert per error fingerprint per window
+    alert_rate_limit: int = 20  # alerts per minute, all fingerprints together
+    alert_timeout: float = 5.0  # seconds per webhook request
+    alert_queue_size: int = 100  # alerts waiting for the sender; more are dropped and counted
 
     def exporter_for(self, signal: Signal) -> ExporterSettings:
         """The OTLP settings of one signal."""
@@ -371,6 +389,47 @@ def _header_names(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return names
 
 
+def _event_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """Audit event types and the critical-error webhook."""
+    values: dict[str, Any] = {}
+    audit = _clean(env, "CHATAI_OTEL_AUDIT_EVENTS")
+    if audit is not None:
+        values["audit_events"] = tuple(
+            part.strip().lower() for part in audit.split(",") if part.strip()
+        )
+    url = _clean(env, "CHATAI_OTEL_ALERT_WEBHOOK_URL")
+    if url is not None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            # The URL itself is not echoed: webhook URLs (Slack's, for one) are secrets.
+            raise ConfigError(
+                "CHATAI_OTEL_ALERT_WEBHOOK_URL",
+                "[hidden]",
+                "expected an http:// or https:// URL with a host",
+            )
+        values["alert_webhook_url"] = url
+    values["alert_webhook_headers"] = parse_key_values(
+        "CHATAI_OTEL_ALERT_WEBHOOK_HEADERS", _clean(env, "CHATAI_OTEL_ALERT_WEBHOOK_HEADERS")
+    )
+    values["alert_dedup_window"] = _seconds(
+        env, "CHATAI_OTEL_ALERT_DEDUP_WINDOW", 300.0, allow_zero=True
+    )
+    values["alert_rate_limit"] = _number(
+        env,
+        "CHATAI_OTEL_ALERT_RATE_LIMIT",
+        20,
+        int,
+        minimum=0,
+        allow_zero=False,
+        unit=" (per minute)",
+    )
+    values["alert_timeout"] = _seconds(env, "CHATAI_OTEL_ALERT_TIMEOUT", 5.0, allow_zero=False)
+    values["alert_queue_size"] = _number(
+        env, "CHATAI_OTEL_ALERT_QUEUE_SIZE", 100, int, minimum=0, allow_zero=False
+    )
+    return values
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read and validate the settings; ``overrides`` (field names of Settings) win over the environment."""
     env = os.environ if env is None else env
@@ -429,6 +488,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         capture_headers=_header_names(env, "CHATAI_OTEL_CAPTURE_HEADERS"),
         db_connect_spans=_bool(env, "CHATAI_OTEL_DB_CONNECT_SPANS", False),
     )
+    values.update(_event_settings(env))
     known = {f.name for f in dataclasses.fields(Settings)}
     unknown = set(overrides) - known
     if unknown:

@@ -269,8 +269,11 @@ def _sampler(settings: Settings) -> Sampler:
 
 
 def _cardinality_limits(limit: int) -> dict[type, int]:
+    # The Python SDK keeps `limit` attribute sets and adds the overflow series on top of
+    # them; the metrics SDK spec counts the overflow series within the limit, so leave it room.
+    per_stream = max(1, limit - 1)
     return {
-        kind: limit
+        kind: per_stream
         for kind in (
             Counter,
             UpDownCounter,

@@ -1,0 +1,381 @@
+"""µs per business event on the calling path: chatai-otel's emit against the seed's way.
+
+Arms, interleaved round by round in one child process that exports over OTLP/gRPC
+to a receiver running in its own process (``python -m chatai_otel.receiver``):
+
+* ``emit`` in a request span: span event + counter + JSON log line (to a file) and
+  OTLP log record + store enqueue. The store is a stand-in for issue 6's durable
+  store: a bounded queue drained by a thread that writes JSON lines to a file.
+* ``await log_event`` in a request span, the same sink.
+* ``emit`` with no active span: the event gets a short span of its own.
+* the seed's way: one JSON log line through stdlib ``logging`` to a file, then a new
+  SQLAlchemy session, one INSERT and a COMMIT per event into the real PostgreSQL at
+  127.0.0.1:5432 (database ``test``, a table of its own, dropped at the end). Fewer
+  events for this arm: per-event figures are compared.
+
+Each call is timed on its own (``perf_counter_ns``); the request spans around every
+ten events are not part of the figure. After the run the receiver's ``/counts`` say
+how much telemetry arrived.
+
+``./dev bench events [--events N] [--seed-events M] [--rounds R]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS_PER_REQUEST = 10
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench events")
+    parser.add_argument("--events", type=int, default=100_000, help="events per chatai-otel arm")
+    parser.add_argument("--seed-events", type=int, default=2_000, help="events for the seed arm")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args([a for a in argv if a.startswith("--")] if argv else [])
+    if args.child:
+        _child(args)
+        return
+    _parent(args)
+
+
+# --- the parent: receiver, child, table ---------------------------------------------------
+
+
+def _parent(args: argparse.Namespace) -> None:
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "chatai_otel.receiver"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert receiver.stdout is not None
+        ports = json.loads(receiver.stdout.readline())
+        with tempfile.TemporaryDirectory() as tmp:
+            result_path = Path(tmp) / "result.json"
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHATAI_"))}
+            env.update(
+                {
+                    "OTEL_SERVICE_NAME": "bench-events",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports['grpc_port']}",
+                    "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                    "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+                    "CHATAI_OTEL_LOG_FORMAT": "json",
+                    "CHATAI_OTEL_SHUTDOWN_TIMEOUT": "30",
+                    "PYTHONPATH": str(ROOT),
+                }
+            )
+            with (Path(tmp) / "app-stdout.jsonl").open("w") as stdout:
+                child = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.bench_events",
+                        f"--child={result_path}",
+                        f"--events={args.events}",
+                        f"--seed-events={args.seed_events}",
+                        f"--rounds={args.rounds}",
+                    ],
+                    env=env,
+                    cwd=str(ROOT),
+                    stdout=stdout,
+                    timeout=3600,
+                )
+            if child.returncode != 0:
+                sys.exit(f"bench events: child failed with exit code {child.returncode}")
+            result = json.loads(result_path.read_text())
+        time.sleep(1.0)
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['http_port']}/counts") as answer:
+            counts = json.loads(answer.read())
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+    _print(result, counts, args)
+
+
+def _print(result: dict[str, Any], counts: dict[str, int], args: argparse.Namespace) -> None:
+    arms = result["arms"]
+    seed = arms["seed: log line + INSERT + COMMIT"]["median_us"]
+    print(
+        f"{args.rounds} interleaved rounds; {os.cpu_count()} cores shared with other work "
+        "(the receiver process, other test runs): ratios from the same run are what count.\n"
+    )
+    print("| arm | events | median µs/event | p99 µs/event | seed's way ÷ this |")
+    print("|---|---:|---:|---:|---:|")
+    for name, arm in arms.items():
+        print(
+            f"| {name} | {arm['events']:,} | {arm['median_us']:.1f} | {arm['p99_us']:.1f} "
+            f"| {seed / arm['median_us']:.1f}x |"
+        )
+    emitted = result["emitted"]
+    print(
+        f"\nDelivered to the receiver: {counts['spans']:,} spans, {counts['logs']:,} log records "
+        f"({emitted['log_records']:,} written: {emitted['log_records'] - counts['logs']:,} "
+        f"dropped by the bounded log queue), {counts['metric_points']:,} metric points; "
+        f"store stand-in: {emitted['store_written']:,} records written, "
+        f"{emitted['store_dropped']:,} dropped."
+    )
+
+
+# --- the child: both ways, interleaved ----------------------------------------------------
+
+
+class QueueSink:
+    """Stand-in for the durable store: a bounded queue, a thread writing JSON lines, no fsync."""
+
+    def __init__(self, path: Path, size: int = 10_000) -> None:
+        self._queue: queue.Queue[Any] = queue.Queue(size)
+        self._file = path.open("w")
+        self.written = 0
+        self.dropped = 0
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    async def put(self, record: Any) -> None:
+        self.put_nowait(record)
+
+    def put_nowait(self, record: Any) -> bool:
+        try:
+            self._queue.put_nowait(record)
+            return True
+        except queue.Full:
+            self.dropped += 1
+            return False
+
+    def _drain(self) -> None:
+        import orjson
+
+        while True:
+            record = self._queue.get()
+            self._file.write(orjson.dumps(record.as_dict(), default=str).decode() + "\n")
+            self.written += 1
+
+    def flush(self) -> None:
+        while not self._queue.empty():
+            time.sleep(0.01)
+        self._file.flush()
+
+
+def _child(args: argparse.Namespace) -> None:
+    import chatai_otel
+    from chatai_otel import EventType, events
+    from chatai_otel.records import set_sink
+
+    telemetry = chatai_otel.configure()
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("bench")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-events-"))
+    sink = QueueSink(workdir / "store.jsonl")
+    set_sink(sink)
+    seed = _SeedWay(workdir / "seed.log")
+
+    data = {"dialog_id": 42, "message_length": 120, "channel": "telegram", "api_key": "sk-x"}
+
+    def ours_emit(count: int, samples: list[int]) -> None:
+        for start in range(0, count, EVENTS_PER_REQUEST):
+            with tracer.start_as_current_span("POST /api/dialogs/{dialog_id}/messages"):
+                for number in range(start, min(count, start + EVENTS_PER_REQUEST)):
+                    began = time.perf_counter_ns()
+                    events.emit(
+                        EventType.MESSAGE_SENT,
+                        user_id=number,
+                        entity_id=42,
+                        entity_type="dialog",
+                        data=data,
+                    )
+                    samples.append(time.perf_counter_ns() - began)
+
+    def ours_no_span(count: int, samples: list[int]) -> None:
+        for number in range(count):
+            began = time.perf_counter_ns()
+            events.emit(
+                EventType.MESSAGE_SENT,
+                user_id=number,
+                entity_id=42,
+                entity_type="dialog",
+                data=data,
+            )
+            samples.append(time.perf_counter_ns() - began)
+
+    def ours_log_event(count: int, samples: list[int]) -> None:
+        async def run() -> None:
+            for start in range(0, count, EVENTS_PER_REQUEST):
+                with tracer.start_as_current_span("POST /api/dialogs/{dialog_id}/messages"):
+                    for number in range(start, min(count, start + EVENTS_PER_REQUEST)):
+                        began = time.perf_counter_ns()
+                        await events.log_event(
+                            events.BusinessEvent(
+                                event_type=EventType.MESSAGE_SENT,
+                                user_id=number,
+                                entity_id=42,
+                                entity_type="dialog",
+                                data=data,
+                            )
+                        )
+                        samples.append(time.perf_counter_ns() - began)
+
+        asyncio.run(run())
+
+    def seed_way(count: int, samples: list[int]) -> None:
+        for number in range(count):
+            began = time.perf_counter_ns()
+            seed.log_event("message_sent", number, 42, "dialog", data)
+            samples.append(time.perf_counter_ns() - began)
+
+    per_round = args.events // args.rounds
+    seed_per_round = args.seed_events // args.rounds
+    arms: dict[str, tuple[Any, int]] = {
+        "chatai-otel: emit in a request span": (ours_emit, per_round),
+        "chatai-otel: await log_event in a request span": (ours_log_event, per_round),
+        "chatai-otel: emit, no active span (own span)": (ours_no_span, per_round),
+        "seed: log line + INSERT + COMMIT": (seed_way, seed_per_round),
+    }
+    samples: dict[str, list[list[int]]] = {name: [] for name in arms}
+    try:
+        # warm-up: imports, caches, the connection pool
+        for function, _count in arms.values():
+            function(50, [])
+        names = list(arms)
+        for round_number in range(args.rounds):
+            order = names[round_number % len(names) :] + names[: round_number % len(names)]
+            for name in order:
+                function, count = arms[name]
+                round_samples: list[int] = []
+                function(count, round_samples)
+                samples[name].append(round_samples)
+    finally:
+        seed.drop()
+    sink.flush()
+    telemetry.shutdown(30)
+
+    result: dict[str, Any] = {"arms": {}}
+    for name, rounds in samples.items():
+        every = sorted(s for r in rounds for s in r)
+        medians = [statistics.median(r) / 1000 for r in rounds]
+        result["arms"][name] = {
+            "events": len(every),
+            "median_us": statistics.median(medians),
+            "p99_us": every[int(len(every) * 0.99)] / 1000,
+        }
+    ours_events = sum(
+        len(r) for name, rounds in samples.items() if name.startswith("chatai") for r in rounds
+    )
+    result["emitted"] = {
+        "log_records": ours_events + 50 * 3,
+        "store_written": sink.written,
+        "store_dropped": sink.dropped,
+    }
+    Path(args.child).write_text(json.dumps(result))
+
+
+class _SeedWay:
+    """The seed's BusinessEventLogger: a JSON log line, then a session, INSERT, COMMIT per event."""
+
+    def __init__(self, log_path: Path) -> None:
+        from sqlalchemy import JSON, Column, DateTime, Integer, String, create_engine
+        from sqlalchemy.orm import declarative_base, sessionmaker
+
+        self.table = f"bench_events_seed_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        self.engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
+        base = declarative_base()
+
+        class BusinessEventLog(base):  # type: ignore[misc, valid-type]
+            __tablename__ = self.table
+            id = Column(Integer, primary_key=True)
+            event_type = Column(String(64))
+            user_id = Column(Integer)
+            entity_id = Column(Integer)
+            entity_type = Column(String(64))
+            data = Column(JSON)
+            timestamp = Column(DateTime)
+            request_id = Column(String(64))
+
+        base.metadata.create_all(self.engine)
+        self.model = BusinessEventLog
+        self.session_factory = sessionmaker(bind=self.engine)
+        self.logger = logging.getLogger("seed.business_events")
+        self.logger.propagate = False
+        self.logger.setLevel(logging.INFO)
+        handler = logging.FileHandler(log_path)
+        handler.setFormatter(_SeedFormatter())
+        self.logger.addHandler(handler)
+
+    def log_event(
+        self, event_type: str, user_id: int, entity_id: int, entity_type: str, data: dict[str, Any]
+    ) -> None:
+        from datetime import datetime
+
+        now = datetime.utcnow()
+        event_data = {
+            "event_type": event_type,
+            "user_id": user_id,
+            "entity_id": entity_id,
+            "entity_type": entity_type,
+            "timestamp": now.isoformat(),
+            "request_id": None,
+            "data": data,
+        }
+        self.logger.info(f"BUSINESS_EVENT: {event_type}", extra=event_data)
+        db = self.session_factory()
+        try:
+            db.add(
+                self.model(
+                    event_type=event_type,
+                    user_id=user_id,
+                    entity_id=entity_id,
+                    entity_type=entity_type,
+                    data=data,
+                    timestamp=now,
+                    request_id=None,
+                )
+            )
+            db.commit()
+        finally:
+            db.close()
+
+    def drop(self) -> None:
+        from sqlalchemy import text
+
+        with self.engine.begin() as connection:
+            connection.execute(text(f'DROP TABLE IF EXISTS "{self.table}"'))
+        self.engine.dispose()
+
+
+class _SeedFormatter(logging.Formatter):
+    """The seed's StructuredFormatter (it drops the event fields passed in ``extra``, as the seed does)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from datetime import datetime
+
+        entry: dict[str, Any] = {
+            "timestamp": datetime.utcnow().isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "module": record.module,
+            "function": record.funcName,
+            "line": record.lineno,
+        }
+        for key in ("request_id", "user_id", "session_id"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

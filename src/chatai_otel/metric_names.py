@@ -1,0 +1,120 @@
+"""Every metric chatai-otel emits itself: name, unit, attribute keys and bucket boundaries.
+
+One place, so that dashboards, alert rules and tests read the same constants,
+and so that an upstream rename (the GenAI token metric is about to be renamed
+in the GenAI semantic conventions) is a one-line change here. This module
+imports nothing.
+
+Prometheus names (as the collector's prometheus exporter writes them) are in
+the comments: dots become underscores, counters get ``_total``, a unit in
+braces is dropped and ``s`` becomes ``_seconds``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- business events (events.py) ---------------------------------------------------------
+
+BUSINESS_EVENTS: Final = "chatai.business.events"  # chatai_business_events_total
+BUSINESS_EVENTS_UNIT: Final = "{event}"
+ATTR_EVENT_TYPE: Final = "event.type"  # a bounded set: EventType values, registered ones, "other"
+
+BALANCE_AMOUNT: Final = "chatai.balance.amount"  # chatai_balance_amount_total
+BALANCE_AMOUNT_UNIT: Final = "{credit}"  # in the platform's balance unit, whatever it is
+ATTR_BALANCE_OPERATION: Final = "chatai.balance.operation"  # "topped_up" | "charged"
+ATTR_SERVICE_TYPE: Final = "chatai.balance.service_type"  # the seed's transaction type
+
+# --- errors (errors.py, alerts.py) -------------------------------------------------------
+
+ERRORS: Final = "chatai.errors"  # chatai_errors_total
+ERRORS_UNIT: Final = "{error}"
+ATTR_ERROR_CATEGORY: Final = "error.category"
+ATTR_ERROR_SEVERITY: Final = "error.severity"
+ATTR_ERROR_TYPE: Final = "error.type"  # semconv: the exception's class name
+
+ALERT_NOTIFICATIONS: Final = "chatai.alert.notifications"  # chatai_alert_notifications_total
+ALERT_NOTIFICATIONS_UNIT: Final = "{notification}"
+ATTR_ALERT_OUTCOME: Final = "chatai.alert.outcome"
+ALERT_OUTCOMES: Final = ("sent", "failed", "deduplicated", "rate_limited", "dropped", "abandoned")
+
+# --- @track (perf.py) --------------------------------------------------------------------
+
+OPERATION_DURATION: Final = "chatai.operation.duration"  # chatai_operation_duration_seconds
+OPERATION_DURATION_UNIT: Final = "s"
+ATTR_OPERATION: Final = "operation"
+ATTR_STATUS: Final = "status"  # "ok" | "error" | "cancelled"
+# Sub-second work needs sub-second buckets: with the SDK default (0, 5, 10, 25, ...) every
+# call under 5 s lands in one bucket and a "p95 > 0.5 s" alert could never fire.
+OPERATION_DURATION_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+# --- GenAI client metrics (genai.py), as the GenAI semantic conventions define them ------
+
+GEN_AI_TOKEN_USAGE: Final = "gen_ai.client.token.usage"  # gen_ai_client_token_usage
+GEN_AI_TOKEN_USAGE_UNIT: Final = "{token}"
+GEN_AI_TOKEN_USAGE_BUCKETS: Final = (
+    1,
+    4,
+    16,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
+)
+GEN_AI_OPERATION_DURATION: Final = "gen_ai.client.operation.duration"
+GEN_AI_OPERATION_DURATION_UNIT: Final = "s"  # gen_ai_client_operation_duration_seconds
+GEN_AI_OPERATION_DURATION_BUCKETS: Final = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+
+AI_COST: Final = "chatai.ai.cost"  # chatai_ai_cost_USD_total
+AI_COST_UNIT: Final = "USD"
+
+ALL_METRICS: Final = (
+    BUSINESS_EVENTS,
+    BALANCE_AMOUNT,
+    ERRORS,
+    ALERT_NOTIFICATIONS,
+    OPERATION_DURATION,
+    GEN_AI_TOKEN_USAGE,
+    GEN_AI_OPERATION_DURATION,
+    AI_COST,
+)

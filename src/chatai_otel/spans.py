@@ -1,0 +1,99 @@
+"""Small span helpers shared by events, errors, @track and the GenAI helpers.
+
+The SDK's ``span.record_exception`` writes ``str(exc)`` and the traceback as
+they are; an exception message may hold a password or a token, so ours writes
+the same ``exception`` event through the scrubber.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from opentelemetry.trace import Span
+
+from chatai_otel.redaction import scrub_text
+
+__all__ = [
+    "error_type",
+    "exception_attributes",
+    "flatten",
+    "record_exception",
+    "trace_ids",
+]
+
+_PRIMITIVES = (str, bool, int, float)
+MAX_STACKTRACE = 8192  # characters; the end of a traceback is the part worth keeping
+
+
+def error_type(exc: BaseException) -> str:
+    """``error.type`` as semconv asks: the class name, qualified unless it is a builtin."""
+    cls = type(exc)
+    module = cls.__module__
+    if module in ("builtins", "__main__"):
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
+
+
+def stacktrace(exc: BaseException) -> str:
+    """The scrubbed, length-capped traceback of ``exc``."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(text) > MAX_STACKTRACE:
+        text = "...\n" + text[-MAX_STACKTRACE:]
+    return scrub_text(text)
+
+
+def exception_attributes(exc: BaseException, *, with_stacktrace: bool = True) -> dict[str, Any]:
+    """The semconv ``exception.*`` attributes, message and stacktrace scrubbed."""
+    attributes: dict[str, Any] = {
+        "exception.type": error_type(exc),
+        "exception.message": scrub_text(str(exc)),
+    }
+    if with_stacktrace:
+        attributes["exception.stacktrace"] = stacktrace(exc)
+    return attributes
+
+
+def record_exception(
+    span: Span, exc: BaseException, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Add a scrubbed ``exception`` event to ``span``; returns its attributes."""
+    attributes = exception_attributes(exc)
+    if extra:
+        attributes.update(extra)
+    if span.is_recording():
+        span.add_event("exception", attributes)
+    return attributes
+
+
+def attribute_value(value: Any) -> Any:
+    """A span-attribute-safe value: primitives as they are, anything else as JSON or text."""
+    if isinstance(value, _PRIMITIVES):
+        return value
+    if isinstance(value, Mapping | list | tuple):
+        try:
+            return orjson.dumps(value, default=str).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            return str(value)
+    return str(value)
+
+
+def flatten(prefix: str, data: Mapping[str, Any], into: dict[str, Any]) -> dict[str, Any]:
+    """``{"a": 1, "b": {"c": 2}}`` -> ``{prefix + "a": 1, prefix + "b": '{"c":2}'}`` (None dropped)."""
+    for key, value in data.items():
+        if value is None:
+            continue
+        into[prefix + str(key)] = (
+            value if isinstance(value, _PRIMITIVES) else attribute_value(value)
+        )
+    return into
+
+
+def trace_ids(span: Span) -> tuple[str | None, str | None]:
+    """The span's trace and span id as lowercase hex, or (None, None) for an invalid span."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return None, None
+    return format(context.trace_id, "032x"), format(context.span_id, "016x")
