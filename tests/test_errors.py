@@ -54,6 +54,10 @@ def test_errors_arrive_on_the_span_counter_and_log(receiver):
         own.status_code != ERROR and own.events[0]["attributes"]["exception.type"] == "ValueError"
     )
 
+    # on_span=False: the span is the caller's business, the rest happens
+    handled = receiver.wait_for_spans(1, lambda s: s.name == "request handled")[0]
+    assert handled.events == [] and handled.status_code != ERROR
+
     receiver.wait_for_metrics(1, lambda p: p.name == names.ERRORS)
     latest = last_points(receiver, names.ERRORS)
     counts = {
@@ -66,18 +70,20 @@ def test_errors_arrive_on_the_span_counter_and_log(receiver):
         ("database", "high", "ConnectionError"): 1,
         ("database", "critical", "ConnectionError"): 1,
         ("validation", "low", "ValueError"): 1,
+        ("business_logic", "high", "LookupError"): 1,
     }
     assert next(iter(latest.values())).unit == "{error}"
 
     lines = [line for line in stdout_lines(stdout) if line.get("event") == "application_error"]
-    assert [line["level"] for line in lines] == ["error", "error", "error", "critical", "error"]
+    levels = [line["level"] for line in lines]
+    assert levels == ["error", "error", "error", "critical", "error", "error"]
     first = lines[0]
     assert first["context"] == {"endpoint": "/dialogs", "api_key": "[REDACTED]"}
     assert first["request_id"] == "req-err" and first["user_id"] == 77
     assert first["exception.type"] == "ConnectionError"
     assert "s3cret" not in str(first)
     assert first["trace_id"] == request.trace_id
-    otlp = receiver.wait_for_logs(5, lambda r: r.body == "application_error")
+    otlp = receiver.wait_for_logs(6, lambda r: r.body == "application_error")
     assert {r.severity_text for r in otlp} == {"ERROR", "CRITICAL"}
 
 

@@ -280,3 +280,32 @@ def test_event_ids_are_uuid7_unique_and_time_ordered():
     assert {u.variant for u in parsed} == {uuid.RFC_4122}
     millis = [u.int >> 80 for u in parsed]
     assert millis == sorted(millis)
+
+
+def test_naive_timestamps_and_non_mapping_data_are_kept():
+    from datetime import UTC, datetime
+
+    from chatai_otel import events
+    from chatai_otel.records import set_sink
+
+    class ListSink:
+        def __init__(self) -> None:
+            self.queued: list[Any] = []
+
+        async def put(self, record: Any) -> None:
+            self.queued.append(record)
+
+        def put_nowait(self, record: Any) -> bool:
+            self.queued.append(record)
+            return True
+
+    sink = ListSink()
+    previous = set_sink(sink)
+    try:
+        naive = datetime(2026, 1, 2, 3, 4, 5)  # the seed's datetime.utcnow()
+        events.emit(BusinessEvent(EventType.DOCUMENT_UPLOADED, data=["a.pdf"], timestamp=naive))
+    finally:
+        set_sink(previous)
+    record = sink.queued[0]
+    assert record.timestamp == naive.replace(tzinfo=UTC)
+    assert record.data == {"value": ["a.pdf"]}

@@ -139,8 +139,15 @@ def track_error(
     category: ErrorCategory | str = ErrorCategory.SYSTEM,
     severity: ErrorSeverity | str = ErrorSeverity.MEDIUM,
     context: Mapping[str, Any] | None = None,
+    *,
+    on_span: bool = True,
 ) -> ErrorReport:
-    """Record one error (see the module docstring); never raises."""
+    """Record one error (see the module docstring); never raises.
+
+    ``on_span=False`` leaves the span alone (no exception event, no status): for a
+    caller that has put the exception on its span already, like the web layer's
+    exception handlers. The counter, log line, store record and alert still happen.
+    """
     own_span: Span | None = None
     try:
         category_value = _value(category, ErrorCategory.SYSTEM.value)
@@ -155,9 +162,9 @@ def track_error(
         user_id = _context_value("user_id", extra)
 
         span = trace.get_current_span()
-        if not span.get_span_context().is_valid:
+        if on_span and not span.get_span_context().is_valid:
             own_span = span = _tracer.start_span(f"error {category_value}", kind=SpanKind.INTERNAL)
-        if span.is_recording():
+        if on_span and span.is_recording():
             record_exception(
                 span,
                 error,

@@ -234,9 +234,11 @@ def _record(event: BusinessEvent) -> EventRecord | None:
     try:
         type_value = _type_value(event.event_type)
         metric_type = _metric_type(event.event_type, type_value)
-        data: Mapping[str, Any] = scrub(event.data) if event.data else {}
+        data = _scrubbed_data(event.data)
         user_id = event.user_id if event.user_id is not None else context.get("user_id")
         timestamp = event.timestamp or datetime.now(UTC)
+        if timestamp.tzinfo is None:  # the seed's naive utcnow()
+            timestamp = timestamp.replace(tzinfo=UTC)
         event_id = new_event_id()
         audit = is_audit(type_value)
 
@@ -326,9 +328,17 @@ def _record(event: BusinessEvent) -> EventRecord | None:
 
 
 def _nanos(moment: datetime) -> int:
-    if moment.tzinfo is None:  # the seed's naive utcnow()
-        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1e9)
+
+
+def _scrubbed_data(data: Any) -> Mapping[str, Any]:
+    """The event's data, scrubbed; anything but a mapping is kept under ``value``."""
+    if not data:
+        return {}
+    if not isinstance(data, Mapping):
+        data = {"value": data}
+    result: Mapping[str, Any] = scrub(data)
+    return result
 
 
 def _count_balance(operation: str, data: Mapping[str, Any]) -> None:

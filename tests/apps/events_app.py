@@ -203,6 +203,10 @@ def scenario_errors() -> Any:
             context.unbind("request_id", "user_id")
         report = track_error(ValueError("outside any span"), "validation", "low")
         result["outside"] = report.event_id
+        # a caller that put the exception on its span itself (the web layer's handlers)
+        with tracer.start_as_current_span("request handled"):
+            report = track_error(LookupError("gone"), "business_logic", "high", on_span=False)
+            result["handled"] = report.event_id
 
     asyncio.run(run())
     return result
