@@ -111,9 +111,11 @@ def _parent(args: argparse.Namespace) -> None:
 def _print(result: dict[str, Any], counts: dict[str, int], args: argparse.Namespace) -> None:
     arms = result["arms"]
     seed = arms["seed: log line + INSERT + COMMIT"]["median_us"]
+    load = ", ".join(f"{value:.1f}" for value in result["load"])
     print(
         f"{args.rounds} interleaved rounds; {os.cpu_count()} cores shared with other work "
-        "(the receiver process, other test runs): ratios from the same run are what count.\n"
+        f"(the receiver process, other test runs; 1-minute load average at each round: {load}): "
+        "ratios from the same run are what count.\n"
     )
     print("| arm | events | median µs/event | p99 µs/event | seed's way ÷ this |")
     print("|---|---:|---:|---:|---:|")
@@ -251,7 +253,9 @@ def _child(args: argparse.Namespace) -> None:
         for function, _count in arms.values():
             function(50, [])
         names = list(arms)
+        load: list[float] = []
         for round_number in range(args.rounds):
+            load.append(os.getloadavg()[0])
             order = names[round_number % len(names) :] + names[: round_number % len(names)]
             for name in order:
                 function, count = arms[name]
@@ -263,7 +267,7 @@ def _child(args: argparse.Namespace) -> None:
     sink.flush()
     telemetry.shutdown(30)
 
-    result: dict[str, Any] = {"arms": {}}
+    result: dict[str, Any] = {"arms": {}, "load": load}
     for name, rounds in samples.items():
         every = sorted(s for r in rounds for s in r)
         medians = [statistics.median(r) / 1000 for r in rounds]
