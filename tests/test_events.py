@@ -309,3 +309,17 @@ def test_naive_timestamps_and_non_mapping_data_are_kept():
     record = sink.queued[0]
     assert record.timestamp == naive.replace(tzinfo=UTC)
     assert record.data == {"value": ["a.pdf"]}
+
+
+def test_a_forked_worker_counts_its_own_events_only(receiver):
+    """gunicorn --preload forks workers from a master that may have emitted already."""
+    result, _stdout = run_scenario(receiver, "fork")
+    assert result["child_status"] == 0
+    points = receiver.wait_for_metrics(
+        2,
+        lambda p: p.name == names.BUSINESS_EVENTS and p.attributes["event.type"] == "message_sent",
+    )
+    latest: dict[int, float] = {}
+    for point in sorted(points, key=lambda p: p.time_ns):
+        latest[point.resource["process.pid"]] = point.value or 0.0
+    assert latest == {result["parent_pid"]: 3.0, result["child_pid"]: 1.0}

@@ -258,6 +258,25 @@ def scenario_cardinality(count: str = "1000000") -> Any:
     return {"total_amount": total_amount}
 
 
+def scenario_fork() -> Any:
+    """Three events in the parent, then a forked child emits one: its counter starts at zero."""
+    import os
+
+    import chatai_otel
+
+    for _ in range(3):
+        events.emit(EventType.MESSAGE_SENT, user_id=1)
+    pid = os.fork()
+    if pid == 0:
+        events.emit(EventType.MESSAGE_SENT, user_id=2)
+        telemetry = chatai_otel.current()
+        assert telemetry is not None
+        telemetry.shutdown(5.0)
+        os._exit(0)
+    _pid, status = os.waitpid(pid, 0)
+    return {"child_status": status, "parent_pid": os.getpid(), "child_pid": pid}
+
+
 SCENARIOS = {
     "all_types": scenario_all_types,
     "ai": scenario_ai,
@@ -265,6 +284,7 @@ SCENARIOS = {
     "errors": scenario_errors,
     "critical": scenario_critical,
     "cardinality": scenario_cardinality,
+    "fork": scenario_fork,
 }
 
 if __name__ == "__main__":
