@@ -272,7 +272,10 @@ def _retrieve_exception(future: asyncio.Future[Any]) -> None:
 def _describe(exc: BaseException, redact: Callable[[str], str] = scrub_text) -> tuple[str, str]:
     """A short, scrubbed ``(error, error_type)`` for a failed check."""
     kind = type(exc).__name__
-    message = redact(str(exc)).strip().splitlines()
+    try:
+        message = redact(str(exc)).strip().splitlines()
+    except Exception:  # an exception whose str() fails still makes a result
+        message = []
     text = f"{kind}: {message[0]}" if message and message[0] else kind
     if len(text) > _ERROR_TEXT_LIMIT:
         text = text[: _ERROR_TEXT_LIMIT - 3] + "..."
@@ -769,10 +772,12 @@ class HealthChecker:
     # --- running ---------------------------------------------------------------------------
 
     async def run(self, names: Iterable[str] | None = None, *, fresh: bool = False) -> HealthReport:
-        """Run the checks (all, or ``names``) concurrently; never raises.
+        """Run the checks (all, or ``names``) concurrently.
 
-        A result younger than the cache TTL is reused unless ``fresh``; a check
-        already running (for another caller) is joined, not started again.
+        A failing or hanging check becomes an unhealthy result; only an unknown
+        name raises (KeyError). A result younger than the cache TTL is reused
+        unless ``fresh``; a check already running (for another caller) is
+        joined, not started again.
         """
         started = time.perf_counter()
         selected = list(self._checks.values())
