@@ -675,6 +675,7 @@ def health_app(port: int) -> list[str]:
         "127.0.0.1",
         "--port",
         str(port),
+        "--no-access-log",  # the web layer writes the access line (HTTP_REQUEST_COMPLETE)
     ]
 
 
@@ -722,6 +723,26 @@ def test_background_checks_export_the_gauge_without_any_probe_and_create_no_span
         or "getMe" in str(s.attributes)
     ]
     assert checks_spans == []
+
+    # probes stay out of traces and the access log (the web layer's default exclusions),
+    # while an ordinary request gets both
+    for path in ("/health", "/health/live", "/health/ready", "/health/detailed", "/ping"):
+        httpx.get(f"{app.url}{path}", timeout=5)
+    receiver.wait_for_spans(1, lambda s: s.attributes.get("http.route") == "/ping")
+    access = receiver.wait_for_logs(1, lambda r: r.body == "HTTP_REQUEST_COMPLETE")
+    assert {r.attributes["path"] for r in access} == {"/ping", "/db"}
+    server_paths = {
+        s.attributes.get("url.path") or s.attributes.get("http.route")
+        for s in receiver.spans()
+        if s.kind == 2  # SERVER
+    }
+    assert server_paths == {"/ping", "/db"}
+    stdout_access = [
+        json.loads(line)["path"]
+        for line in app.stdout().splitlines()
+        if line.startswith("{") and '"HTTP_REQUEST_COMPLETE"' in line
+    ]
+    assert set(stdout_access) == {"/db", "/ping"}  # (/ping also from waiting for start-up)
 
     # the failing Redis check was logged once (a state change), with no secret anywhere
     failed = receiver.wait_for_logs(1, lambda r: r.body == "health.check.failed")
