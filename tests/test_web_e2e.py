@@ -388,6 +388,11 @@ def test_database_error_is_500_without_internals(backend: Backend) -> None:
     assert server.status_code == 2  # ERROR
     assert server.attributes["error.type"].startswith("sqlalchemy.exc.")
     assert [e for e in server.events if e["name"] == "exception"]
+    failed = backend.trace(server.trace_id, 2)
+    statement = next(s for s in failed if s.parent_span_id == server.span_id)
+    assert statement.name.startswith("SELECT")
+    assert statement.status_code == 2
+    assert statement.attributes["error.type"].startswith("psycopg.errors.")
     assert _eventually(lambda: len(backend.access_lines(body["request_id"])) == 1)
     line = backend.access_lines(body["request_id"])[0]
     assert line["event"] == "HTTP_REQUEST_ERROR"

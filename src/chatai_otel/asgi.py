@@ -22,6 +22,7 @@ never changes the response the application produced.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import re
 import time
@@ -37,6 +38,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from chatai_otel.logs import get_logger
 from chatai_otel.redaction import REDACTED, scrub_headers, scrub_text
+from chatai_otel.sdk import tune_gc_after_startup
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -139,6 +141,7 @@ class RequestTelemetryMiddleware:
     ``excluded_urls``: paths (a trailing ``*`` matches a prefix) that get no span,
     no metric point and no access line — health probes and the metrics scrape.
     ``capture_headers``: request header names to put on the access line, scrubbed.
+    ``gc_tuning``: at the first call, :func:`chatai_otel.sdk.tune_gc_after_startup`.
     """
 
     def __init__(
@@ -148,6 +151,7 @@ class RequestTelemetryMiddleware:
         excluded_urls: Iterable[str] = (),
         access_log: bool = True,
         capture_headers: Iterable[str] = (),
+        gc_tuning: bool = False,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
@@ -168,6 +172,7 @@ class RequestTelemetryMiddleware:
         )
         self._log = get_logger("chatai_otel.access")
         self._propagation_fields: frozenset[bytes] | None = None
+        self._first = gc_tuning
 
     def _fields(self) -> frozenset[bytes]:
         fields = self._propagation_fields
@@ -179,6 +184,10 @@ class RequestTelemetryMiddleware:
         return fields
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._first:
+            self._first = False
+            with contextlib.suppress(Exception):
+                tune_gc_after_startup()  # the app is loaded once it serves
         if scope["type"] != "http" or SCOPE_KEY in scope or self._excluded(scope["path"]):
             await self.app(scope, receive, send)
             return

@@ -115,6 +115,7 @@ class Settings:
     access_log: bool = True
     capture_headers: tuple[str, ...] = ()  # lower-case request header names put on the access line
     db_connect_spans: bool = False  # a `connect` span per pooled SQLAlchemy checkout
+    gc_tuning: bool = True  # gc.freeze() and a higher young threshold once the app serves
     # business events and errors (events.py, errors.py, alerts.py)
     audit_events: tuple[str, ...] = (
         DEFAULT_AUDIT_EVENTS  # event types also written to the audit stream
@@ -487,6 +488,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         access_log=_bool(env, "CHATAI_OTEL_ACCESS_LOG", True),
         capture_headers=_header_names(env, "CHATAI_OTEL_CAPTURE_HEADERS"),
         db_connect_spans=_bool(env, "CHATAI_OTEL_DB_CONNECT_SPANS", False),
+        gc_tuning=_bool(env, "CHATAI_OTEL_GC_TUNING", True),
     )
     values.update(_event_settings(env))
     known = {f.name for f in dataclasses.fields(Settings)}

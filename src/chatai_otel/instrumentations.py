@@ -1,10 +1,11 @@
 """Which libraries we instrument, with which options, and a start-up line for each that cannot be.
 
 The backend talks to PostgreSQL through SQLAlchemy, to Redis, and to OpenAI and
-Telegram through httpx; FastAPI serves it. For the three client libraries we
-use the stock OpenTelemetry instrumentors with our options (no ``connect``
-span per pooled checkout; statements never carry parameter values). FastAPI
-gets our own lean middleware (:mod:`chatai_otel.asgi`) instead of the stock one.
+Telegram through httpx; FastAPI serves it. Redis and httpx use the
+stock OpenTelemetry instrumentors; SQLAlchemy gets our lean statement spans
+(:mod:`chatai_otel.sql`: no ``connect`` span per pooled checkout, statements
+never carry parameter values) and FastAPI our lean middleware
+(:mod:`chatai_otel.asgi`), both far cheaper than the stock ones.
 
 An instrumentation that cannot activate — its library is not installed, or
 its version is outside the supported range — is never silent: one log line at
@@ -106,31 +107,25 @@ def report_inactive(*, again: bool = False) -> list[str]:
 
 
 def instrument_with_options(name: str, instrumentor: Any, **kwargs: Any) -> None:
-    """Instrument one stock instrumentor with our options (``kwargs`` from the caller win)."""
+    """Instrument one library with our options (``kwargs`` from the caller win).
+
+    SQLAlchemy gets our lean statement spans (:mod:`chatai_otel.sql`) unless
+    ``CHATAI_OTEL_DB_CONNECT_SPANS`` asks for the stock instrumentation and its
+    ``connect`` span per pooled checkout.
+    """
     from chatai_otel.bootstrap import current
     from chatai_otel.config import load_settings
 
     telemetry = current()
     settings = telemetry.settings if telemetry is not None else load_settings()
+    if name == "sqlalchemy" and not settings.db_connect_spans:
+        from chatai_otel.sql import instrument_sqlalchemy
+
+        instrument_sqlalchemy()
+        return
     if getattr(instrumentor, "is_instrumented_by_opentelemetry", False):
         return
     instrumentor.instrument(**kwargs)
-    if name == "sqlalchemy" and not settings.db_connect_spans:
-        _drop_connect_spans()
-
-
-def _drop_connect_spans() -> None:
-    """Undo the stock wrapper of ``Engine.connect``: it opens a ``connect`` span per pooled checkout.
-
-    A pooled checkout is no network round trip; the span doubles the spans of a
-    one-query request and tells nothing the query span does not.
-    """
-    from sqlalchemy.engine.base import Engine
-
-    wrapped = Engine.__dict__.get("connect")
-    original = getattr(wrapped, "__wrapped__", None)
-    if original is not None:
-        Engine.connect = original  # type: ignore[method-assign]
 
 
 def instrument_libraries() -> None:

@@ -211,6 +211,7 @@ def instrument_app(
         "capture_headers": tuple(
             settings.capture_headers if capture_headers is None else capture_headers
         ),
+        "gc_tuning": settings.gc_tuning,
     }
     setattr(app, _OPTIONS_ATTR, options)
     _disable_native_telemetry(app)
