@@ -417,7 +417,25 @@ def test_unhandled_exception_is_500_scrubbed_and_logged_once(backend: Backend) -
     line = backend.access_lines(body["request_id"])[0]
     assert line["event"] == "HTTP_REQUEST_ERROR"
     assert line["error_message"] == "exploded with Authorization: Bearer [REDACTED]"
-    assert "exception" in line or "exc_info" in line  # rendered by the logging pipeline
+    # the stack is logged once, by track_error (error counter, error record), linked by event id
+    tracked = [
+        x
+        for x in backend.lines()
+        if x.get("event") == "application_error" and x.get("request_id") == body["request_id"]
+    ]
+    assert len(tracked) == 1
+    assert tracked[0]["event_id"] == line["error_event_id"]
+    assert "RuntimeError" in json.dumps(tracked[0])
+    assert "sk-live-abcdefghijklmnop" not in json.dumps(tracked[0])
+    errors = backend.receiver.wait_for_metrics(
+        1,
+        lambda p: (
+            p.name == "chatai.errors"
+            and p.attributes.get("error.category") == "system"
+            and p.attributes.get("error.type") == "RuntimeError"
+        ),
+    )
+    assert errors[-1].value >= 1
     assert "Exception in ASGI application" not in backend.app.stderr()
 
 

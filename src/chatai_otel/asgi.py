@@ -90,13 +90,22 @@ class RequestState:
     writes to the same object the middleware reads when it writes the access line.
     """
 
-    __slots__ = ("exception", "request_id", "session_id", "span", "status", "user_id")
+    __slots__ = (
+        "error_event_id",
+        "exception",
+        "request_id",
+        "session_id",
+        "span",
+        "status",
+        "user_id",
+    )
 
     def __init__(self, request_id: str, span: trace.Span | None) -> None:
         self.request_id = request_id
         self.span = span
         self.status = 0
         self.exception: BaseException | None = None
+        self.error_event_id: str | None = None  # set when track_error recorded the exception
         self.user_id: Any = None
         self.session_id: Any = None
 
@@ -377,7 +386,12 @@ class RequestTelemetryMiddleware:
         if exception is not None and failed:
             fields["error_type"] = type(exception).__name__
             fields["error_message"] = scrub_text(str(exception))
-            self._log.error("HTTP_REQUEST_ERROR", exc_info=exception, **fields)
+            if state.error_event_id is not None:
+                # track_error already logged the stack (application_error, same event_id)
+                fields["error_event_id"] = state.error_event_id
+                self._log.error("HTTP_REQUEST_ERROR", **fields)
+            else:
+                self._log.error("HTTP_REQUEST_ERROR", exc_info=exception, **fields)
         else:
             if exception is not None:
                 fields["error_type"] = type(exception).__name__

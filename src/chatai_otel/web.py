@@ -88,37 +88,52 @@ def _state_of(request: Any) -> RequestState | None:
     return state if isinstance(state, RequestState) else current_request()
 
 
-def _note_exception(request: Any, exc: BaseException) -> str | None:
-    """Record the exception on the server span once, and hand it to the error counter."""
+def _note_exception(request: Any, exc: BaseException, category: str, severity: str) -> str | None:
+    """Hand a handled request error to ``track_error`` once (span event, counter, error record)."""
     state = _state_of(request)
     try:
-        if state is not None:
-            if state.exception is not exc:
+        if state is None or state.exception is not exc:
+            if state is not None:
                 state.exception = exc
-                if state.span is not None:
-                    record_exception(state.span, exc)
-            _report_error(exc, request)
-            return state.request_id
-        _report_error(exc, request)
+            event_id = _report_error(exc, request, category, severity)
+            if state is not None:
+                state.error_event_id = event_id
+                if event_id is None and state.span is not None:
+                    record_exception(state.span, exc)  # track_error failed: the span still shows it
     except Exception:
         pass
-    return request_id()
+    return state.request_id if state is not None else request_id()
 
 
-def _report_error(exc: BaseException, request: Any) -> None:
-    """The one call site that feeds handled request errors to the error counter.
+def _report_error(exc: BaseException, request: Any, category: str, severity: str) -> str | None:
+    """The one call site that feeds handled request errors to ``chatai_otel.errors.track_error``.
 
-    TODO(issue 5): call ``chatai_otel.errors.track_error`` here once it lands;
-    until then the server span (status, exception event, ``error.type``) and the
-    ``HTTP_REQUEST_ERROR`` line carry the error.
+    ``track_error`` records the exception on the active span (our server span),
+    counts it in ``chatai.errors`` and writes the error record with the stack;
+    returns its event id (None when it could not run).
     """
+    from chatai_otel.errors import track_error
+
+    scope = request.scope
+    route = scope.get("route")
+    report = track_error(
+        exc,
+        category,
+        severity,
+        {
+            "method": scope.get("method"),
+            "path": scope.get("path"),
+            "route": getattr(route, "path_format", None),
+        },
+    )
+    return report.event_id
 
 
 async def validation_error_handler(request: Any, exc: Exception) -> Any:
     """422 with the validation details (type, location, message; never the rejected input)."""
     from fastapi.responses import JSONResponse
 
-    rid = _note_exception(request, exc)
+    rid = _note_exception(request, exc, "validation", "low")
     errors: list[dict[str, Any]] = list(getattr(exc, "errors", list)())
     detail = [
         {"type": error.get("type"), "loc": list(error.get("loc", ())), "msg": error.get("msg")}
@@ -131,7 +146,7 @@ async def database_error_handler(request: Any, exc: Exception) -> Any:
     """500 ``Database error occurred``: the statement, driver message and DSN stay inside."""
     from fastapi.responses import JSONResponse
 
-    rid = _note_exception(request, exc)
+    rid = _note_exception(request, exc, "database", "high")
     return JSONResponse({"detail": "Database error occurred", "request_id": rid}, status_code=500)
 
 
@@ -139,7 +154,7 @@ async def unhandled_error_handler(request: Any, exc: Exception) -> Any:
     """500 ``Internal server error`` for anything the app did not handle."""
     from fastapi.responses import JSONResponse
 
-    rid = _note_exception(request, exc)
+    rid = _note_exception(request, exc, "system", "high")
     return JSONResponse({"detail": "Internal server error", "request_id": rid}, status_code=500)
 
 
@@ -150,7 +165,7 @@ async def http_exception_handler(request: Any, exc: Exception) -> Any:
     status = getattr(exc, "status_code", 500)
     headers = getattr(exc, "headers", None)
     if status >= 500:
-        _note_exception(request, exc)
+        _note_exception(request, exc, "system", "medium")
     if status in (204, 304) or status < 200:
         return Response(status_code=status, headers=headers)
     return JSONResponse(
