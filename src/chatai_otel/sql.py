@@ -20,7 +20,9 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from chatai_otel.redaction import scrub_text
@@ -74,6 +76,8 @@ def _before_cursor_execute(
     try:
         if _tracer is None or context is None:
             return
+        if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+            return  # e.g. the health checks' own queries
         base = _attributes_of(conn.engine)
         name, operation = _name_and_operation(statement, base.get("db.namespace", ""))
         attributes = dict(base)
