@@ -90,7 +90,7 @@ class _Operation:
             if exc is not None and not isinstance(exc, GeneratorExit):
                 if isinstance(exc, asyncio.CancelledError):
                     attributes = self._cancelled
-                    span.set_attribute(names.ATTR_STATUS, "cancelled")
+                    span.set_attribute("chatai.operation.status", "cancelled")
                 else:
                     etype = error_type(exc)
                     attributes = {
