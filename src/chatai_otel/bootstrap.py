@@ -7,11 +7,12 @@ first configures; the other gets the same handle back and changes nothing.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from typing import Any
 
-from chatai_otel.config import ConfigError, load_settings
+from chatai_otel.config import ConfigError, Settings, load_settings
 from chatai_otel.logs import configure_logging
 from chatai_otel.sdk import Telemetry, build_telemetry, install_globally, install_process_hooks
 
@@ -37,8 +38,22 @@ def configure(**overrides: Any) -> Telemetry:
         install_globally(telemetry)
         configure_logging(settings, telemetry.logger_provider)
         install_process_hooks(telemetry)
+        if settings.store_url:
+            _install_store(settings, telemetry)
         _telemetry = telemetry
         return telemetry
+
+
+def _install_store(settings: Settings, telemetry: Telemetry) -> None:
+    """Start the durable event store (imported only when configured: it needs SQLAlchemy)."""
+    try:
+        from chatai_otel.store import install
+
+        install(settings, telemetry.add_shutdown_callback)
+    except Exception:
+        logging.getLogger("chatai_otel.store").exception(
+            "chatai-otel: the event store did not start; events are not stored in SQL"
+        )
 
 
 def current() -> Telemetry | None:

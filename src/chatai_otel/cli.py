@@ -97,12 +97,52 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def store_command(args: argparse.Namespace) -> int:
+    """``store create-tables``: the event store's tables; ``store drain``: replay left journals."""
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"chatai-otel: configuration error: {error}", file=sys.stderr)
+        return 2
+    url = args.url or settings.store_url
+    schema = args.schema or settings.store_schema
+    if not url:
+        print("chatai-otel: set CHATAI_OTEL_STORE_URL or pass --url", file=sys.stderr)
+        return 2
+    from chatai_otel import store
+
+    if args.store_command == "create-tables":
+        store.create_tables(url, schema)
+        where = f" in schema {schema}" if schema else ""
+        print(f"store: tables business_event_log and error_log are ready{where}")
+        return 0
+    durable = store.DurableStore(
+        url, journal_dir=args.journal_dir or settings.store_journal_dir, schema=schema
+    ).start()
+    drained = durable.flush(args.timeout) and durable.close(args.timeout)
+    print("store: journal drained" if drained else "store: records remain in the journal")
+    return 0 if drained else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatai-otel", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser("demo", help="run the example backend and show its telemetry")
     demo_parser.add_argument("--requests", type=int, default=20)
     demo_parser.set_defaults(run=demo)
+    store_parser = commands.add_parser("store", help="the durable event and error store")
+    store_commands = store_parser.add_subparsers(dest="store_command", required=True)
+    for name, help_text in (
+        ("create-tables", "create business_event_log and error_log (and the schema) if missing"),
+        ("drain", "write what journals of stopped processes still hold to the database"),
+    ):
+        sub = store_commands.add_parser(name, help=help_text)
+        sub.add_argument("--url", help="SQLAlchemy URL (default: CHATAI_OTEL_STORE_URL)")
+        sub.add_argument("--schema", help="schema (default: CHATAI_OTEL_STORE_SCHEMA)")
+        if name == "drain":
+            sub.add_argument("--journal-dir", help="default: CHATAI_OTEL_STORE_JOURNAL_DIR")
+            sub.add_argument("--timeout", type=float, default=60.0, help="seconds")
+        sub.set_defaults(run=store_command)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

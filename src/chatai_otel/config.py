@@ -126,6 +126,16 @@ class Settings:
     alert_rate_limit: int = 20  # alerts per minute, all fingerprints together
     alert_timeout: float = 5.0  # seconds per webhook request
     alert_queue_size: int = 100  # alerts waiting for the sender; more are dropped and counted
+    # durable event and error store (store.py, journal.py); no URL: no SQL copy of events
+    store_url: str | None = field(default=None, repr=False)  # may hold a password
+    store_schema: str | None = None
+    store_journal_dir: str = ""  # "" -> default_journal_dir(service_name)
+    store_disk_budget: int = 1 << 30  # bytes of journal files
+    store_durability: str = "all"  # "all": every record journaled; "audit": others best-effort
+    store_batch_size: int = 2000  # rows per transaction at most
+    store_flush_interval: float = 0.1  # seconds a small batch waits for company
+    store_queue_size: int = 10_000  # records waiting for the journal or the writer
+    store_create_tables: bool = False  # create missing tables at the first connection
 
     def exporter_for(self, signal: Signal) -> ExporterSettings:
         """The OTLP settings of one signal."""
@@ -431,6 +441,74 @@ def _event_settings(env: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+STORE_DURABILITY = ("all", "audit")
+
+
+def _byte_size(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    """A size in bytes: ``1073741824``, ``512MiB``, ``1GiB``."""
+    raw = _clean(env, name)
+    if raw is None:
+        return default
+    accepted = f"expected a size of at least {minimum} bytes, e.g. 1073741824, 512MiB or 1GiB"
+    number = raw.rstrip("BbKkMmGgTtIi ")
+    unit = raw[len(number) :].strip().lower()
+    if unit not in _SIZE_UNITS:
+        raise ConfigError(name, raw, accepted)
+    try:
+        value = int(float(number) * _SIZE_UNITS[unit])
+    except ValueError:
+        raise ConfigError(name, raw, accepted) from None
+    if value < minimum:
+        raise ConfigError(name, raw, accepted)
+    return value
+
+
+def default_journal_dir(service_name: str, env: Mapping[str, str] | None = None) -> str:
+    """``$XDG_STATE_HOME/chatai-otel/journal/<service>`` (``~/.local/state`` without XDG)."""
+    env = os.environ if env is None else env
+    base = _clean(env, "XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in service_name) or "chatai"
+    return os.path.join(base, "chatai-otel", "journal", safe)
+
+
+def _store_settings(env: Mapping[str, str], service_name: str) -> dict[str, Any]:
+    """The durable event store: where it writes, how much disk its journal may take."""
+    values: dict[str, Any] = {}
+    url = _clean(env, "CHATAI_OTEL_STORE_URL")
+    if url is not None:
+        scheme = url.partition("://")[0].partition("+")[0].lower()
+        if "://" not in url or scheme not in ("postgresql", "postgres", "sqlite"):
+            # The URL itself is not echoed: it may hold a password.
+            raise ConfigError(
+                "CHATAI_OTEL_STORE_URL",
+                "[hidden]",
+                "expected a postgresql:// (psycopg 3) or sqlite:/// SQLAlchemy URL",
+            )
+        values["store_url"] = url
+    values["store_schema"] = _clean(env, "CHATAI_OTEL_STORE_SCHEMA")
+    values["store_journal_dir"] = _clean(
+        env, "CHATAI_OTEL_STORE_JOURNAL_DIR"
+    ) or default_journal_dir(service_name, env)
+    values["store_disk_budget"] = _byte_size(
+        env, "CHATAI_OTEL_STORE_DISK_BUDGET", 1 << 30, minimum=1 << 20
+    )
+    values["store_durability"] = _choice(
+        env, "CHATAI_OTEL_STORE_DURABILITY", "all", STORE_DURABILITY
+    )
+    values["store_batch_size"] = _number(
+        env, "CHATAI_OTEL_STORE_BATCH_SIZE", 2000, int, minimum=0, allow_zero=False
+    )
+    values["store_flush_interval"] = _seconds(
+        env, "CHATAI_OTEL_STORE_FLUSH_INTERVAL", 0.1, allow_zero=True
+    )
+    values["store_queue_size"] = _number(
+        env, "CHATAI_OTEL_STORE_QUEUE_SIZE", 10_000, int, minimum=0, allow_zero=False
+    )
+    values["store_create_tables"] = _bool(env, "CHATAI_OTEL_STORE_CREATE_TABLES", False)
+    return values
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read and validate the settings; ``overrides`` (field names of Settings) win over the environment."""
     env = os.environ if env is None else env
@@ -491,6 +569,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         gc_tuning=_bool(env, "CHATAI_OTEL_GC_TUNING", True),
     )
     values.update(_event_settings(env))
+    values.update(_store_settings(env, service_name))
     known = {f.name for f in dataclasses.fields(Settings)}
     unknown = set(overrides) - known
     if unknown:
