@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from chatai_otel import store as store_module
+from chatai_otel import metric_names as names
 from chatai_otel.store import DurableStore, StoreClosedError, create_tables
 from store_support import error, event, pg_schema, pg_url, query
 
@@ -202,17 +202,17 @@ async def test_metrics_report_rows_queue_journal_and_drops(schema: str, tmp_path
         for sm in rm.scope_metrics
         for m in sm.metrics
     }
-    assert found[store_module.METRIC_ROWS_WRITTEN][0] == "{row}"
-    rows = {a["chatai.store.table"]: v for a, v in found[store_module.METRIC_ROWS_WRITTEN][1]}
+    assert found[names.STORE_ROWS_WRITTEN][0] == "{row}"
+    rows = {a["chatai.store.table"]: v for a, v in found[names.STORE_ROWS_WRITTEN][1]}
     assert rows == {"business_event_log": 25, "error_log": 3}
-    assert found[store_module.METRIC_DROPPED] == (
+    assert found[names.STORE_RECORDS_DROPPED] == (
         "{record}",
         [({"chatai.store.drop.reason": "closed", "chatai.store.record.kind": "event"}, 1)],
     )
-    assert found[store_module.METRIC_QUEUE_SIZE] == ("{record}", [({}, 0)])
-    unit, points = found[store_module.METRIC_JOURNAL_SIZE]
+    assert found[names.STORE_QUEUE_SIZE] == ("{record}", [({}, 0)])
+    unit, points = found[names.STORE_JOURNAL_SIZE]
     assert unit == "By" and points[0][1] > 0
-    assert found[store_module.METRIC_WRITE_DURATION][0] == "s"
+    assert found[names.STORE_WRITE_DURATION][0] == "s"
 
 
 async def test_write_failures_are_counted_while_the_database_is_away(tmp_path: Path) -> None:
@@ -231,7 +231,7 @@ async def test_write_failures_are_counted_while_the_database_is_away(tmp_path: P
         for rm in data.resource_metrics
         for sm in rm.scope_metrics
         for m in sm.metrics
-        if m.name == store_module.METRIC_WRITE_FAILURES
+        if m.name == names.STORE_WRITE_FAILURES
         for p in m.data.data_points
     ]
     assert failures and failures[0].value >= 1

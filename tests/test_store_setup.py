@@ -85,6 +85,16 @@ def test_a_bad_store_url_is_refused_without_echoing_it() -> None:
 # --- configure() and shutdown --------------------------------------------------------------
 
 
+def tagged(stdout: str) -> dict[str, list[str]]:
+    """The app's own output lines (``TAG value``), not its JSON log lines."""
+    out: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        tag, _, value = line.partition(" ")
+        if tag in ("SINK", "TRACE", "ID"):
+            out.setdefault(tag, []).append(value)
+    return out
+
+
 @pytest.mark.parametrize("ending", ["exit", "sigterm"])
 def test_configure_installs_the_store_and_shutdown_flushes_it(
     receiver: OTLPReceiver, schema: str, tmp_path: Path, ending: str
@@ -105,12 +115,34 @@ def test_configure_installs_the_store_and_shutdown_flushes_it(
         text=True,
         timeout=60,
     )
-    lines = done.stdout.split()
-    assert lines[0] == "DurableStore", done.stderr
-    ids = lines[1:]
-    assert len(ids) == 400
-    stored = query(f'SELECT event_id::text FROM "{schema}".business_event_log')
-    assert sorted(r[0] for r in stored) == sorted(ids)
+    out = tagged(done.stdout)
+    assert out["SINK"] == ["DurableStore"], done.stderr
+    (trace_id,), ids = out["TRACE"], out["ID"]
+    assert len(ids) == 401
+    events = query(
+        "SELECT event_id::text, event_type, trace_id, data, service "
+        f'FROM "{schema}".business_event_log ORDER BY id'
+    )
+    assert sorted(r[0] for r in events) == sorted(ids[:400])
+    assert {r[1] for r in events} == {"user_login", "message_sent"}
+    assert {r[2] for r in events} == {trace_id}  # the span the events happened in
+    assert {r[4] for r in events} == {"test-app"}
+    logins = [r[3] for r in events if r[1] == "user_login"]
+    assert logins[0] == {"seq": 0, "password": "[REDACTED]"}  # scrubbed before it is stored
+    errors = query(
+        "SELECT event_id::text, error_type, error_message, category, severity, context "
+        f'FROM "{schema}".error_log'
+    )
+    assert errors == [
+        (
+            ids[400],
+            "ValueError",
+            "card 4111 declined",
+            "external_service",
+            "high",
+            {"endpoint": "/pay"},
+        )
+    ]
     assert not list(journal.glob("slot-*/[0-9]*-*.journal"))
 
 
@@ -122,7 +154,9 @@ def test_without_a_url_the_sink_stays_the_null_sink(receiver: OTLPReceiver) -> N
         text=True,
         timeout=60,
     )
-    assert done.stdout.split()[0] == "NullSink", done.stderr
+    out = tagged(done.stdout)
+    assert out["SINK"] == ["NullSink"], done.stderr
+    assert len(out["ID"]) == 3  # events and errors work the same without a store
 
 
 # --- the command line ----------------------------------------------------------------------

@@ -108,6 +108,26 @@ GEN_AI_OPERATION_DURATION_BUCKETS: Final = (
 AI_COST: Final = "chatai.ai.cost"  # chatai_ai_cost_USD_total
 AI_COST_UNIT: Final = "USD"
 
+# --- the durable event store (store.py) ---------------------------------------------------
+
+STORE_QUEUE_SIZE: Final = "chatai.store.queue.size"  # chatai_store_queue_size (gauge)
+STORE_QUEUE_SIZE_UNIT: Final = "{record}"  # accepted, not yet committed to the database
+STORE_JOURNAL_SIZE: Final = "chatai.store.journal.size"  # chatai_store_journal_size_bytes (gauge)
+STORE_JOURNAL_SIZE_UNIT: Final = "By"  # journal files on disk (the disk budget bounds it)
+STORE_ROWS_WRITTEN: Final = "chatai.store.rows.written"  # chatai_store_rows_written_total
+STORE_ROWS_WRITTEN_UNIT: Final = "{row}"
+ATTR_STORE_TABLE: Final = "chatai.store.table"  # business_event_log | error_log
+STORE_WRITE_FAILURES: Final = "chatai.store.write.failures"  # chatai_store_write_failures_total
+STORE_WRITE_FAILURES_UNIT: Final = "{failure}"  # failed batch transactions, each retried
+# and error.type (ATTR_ERROR_TYPE): the exception class, e.g. OperationalError
+STORE_RECORDS_DROPPED: Final = "chatai.store.records.dropped"  # chatai_store_records_dropped_total
+STORE_RECORDS_DROPPED_UNIT: Final = "{record}"
+ATTR_STORE_DROP_REASON: Final = "chatai.store.drop.reason"
+STORE_DROP_REASONS: Final = ("queue_full", "over_budget", "closed", "journal_error", "rejected")
+ATTR_STORE_RECORD_KIND: Final = "chatai.store.record.kind"  # event | error
+STORE_WRITE_DURATION: Final = "chatai.store.write.duration"  # chatai_store_write_duration_seconds
+STORE_WRITE_DURATION_UNIT: Final = "s"  # one batch transaction
+
 ALL_METRICS: Final = (
     BUSINESS_EVENTS,
     BALANCE_AMOUNT,
@@ -117,4 +137,10 @@ ALL_METRICS: Final = (
     GEN_AI_TOKEN_USAGE,
     GEN_AI_OPERATION_DURATION,
     AI_COST,
+    STORE_QUEUE_SIZE,
+    STORE_JOURNAL_SIZE,
+    STORE_ROWS_WRITTEN,
+    STORE_WRITE_FAILURES,
+    STORE_RECORDS_DROPPED,
+    STORE_WRITE_DURATION,
 )

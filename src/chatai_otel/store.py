@@ -61,18 +61,12 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 
+from chatai_otel import metric_names as names
 from chatai_otel.config import Settings
 from chatai_otel.journal import Journal, JournalClosedError, open_journals
 from chatai_otel.records import EventRecord, Record
 
 __all__ = [
-    "DROP_REASONS",
-    "METRIC_DROPPED",
-    "METRIC_JOURNAL_SIZE",
-    "METRIC_QUEUE_SIZE",
-    "METRIC_ROWS_WRITTEN",
-    "METRIC_WRITE_DURATION",
-    "METRIC_WRITE_FAILURES",
     "DurableStore",
     "StoreClosedError",
     "business_event_log",
@@ -144,16 +138,10 @@ _TABLES = {"event": business_event_log, "error": error_log}
 
 # --- metrics -----------------------------------------------------------------------------
 
-METRIC_QUEUE_SIZE = "chatai.store.queue.size"  # {record}: accepted, not yet committed
-METRIC_JOURNAL_SIZE = "chatai.store.journal.size"  # By: journal files on disk
-METRIC_ROWS_WRITTEN = "chatai.store.rows.written"  # {row}, by chatai.store.table
-METRIC_WRITE_FAILURES = "chatai.store.write.failures"  # {failure}, by error.type
-METRIC_DROPPED = "chatai.store.records.dropped"  # {record}, by reason and kind
-METRIC_WRITE_DURATION = "chatai.store.write.duration"  # s, one batch transaction
-ATTR_TABLE = "chatai.store.table"
-ATTR_DROP_REASON = "chatai.store.drop.reason"
-ATTR_RECORD_KIND = "chatai.store.record.kind"
-DROP_REASONS = ("queue_full", "over_budget", "closed", "journal_error", "rejected")
+# The names and units live in metric_names.py with every other metric of the package.
+ATTR_TABLE = names.ATTR_STORE_TABLE
+ATTR_DROP_REASON = names.ATTR_STORE_DROP_REASON
+ATTR_RECORD_KIND = names.ATTR_STORE_RECORD_KIND
 
 
 class StoreClosedError(RuntimeError):
@@ -892,7 +880,7 @@ class DurableStore:
 
     def _failed(self, exc: BaseException) -> None:
         if self._instruments_ready:
-            self._write_failures.add(1, {"error.type": type(exc).__name__})
+            self._write_failures.add(1, {names.ATTR_ERROR_TYPE: type(exc).__name__})
         now = time.monotonic()
         self._failures_in_outage += 1
         if self._failing_since is None:
@@ -948,33 +936,35 @@ class DurableStore:
         provider = self._meter_provider or metrics.get_meter_provider()
         meter = provider.get_meter("chatai_otel.store")
         self._rows_written = meter.create_counter(
-            METRIC_ROWS_WRITTEN, unit="{row}", description="Rows the event store inserted"
+            names.STORE_ROWS_WRITTEN,
+            unit=names.STORE_ROWS_WRITTEN_UNIT,
+            description="Rows the event store inserted",
         )
         self._write_failures = meter.create_counter(
-            METRIC_WRITE_FAILURES,
-            unit="{failure}",
+            names.STORE_WRITE_FAILURES,
+            unit=names.STORE_WRITE_FAILURES_UNIT,
             description="Failed batch transactions of the event store (each retried)",
         )
         self._dropped = meter.create_counter(
-            METRIC_DROPPED,
-            unit="{record}",
+            names.STORE_RECORDS_DROPPED,
+            unit=names.STORE_RECORDS_DROPPED_UNIT,
             description="Records the event store did not keep, by reason",
         )
         self._write_duration = meter.create_histogram(
-            METRIC_WRITE_DURATION,
-            unit="s",
+            names.STORE_WRITE_DURATION,
+            unit=names.STORE_WRITE_DURATION_UNIT,
             description="Duration of one batch transaction of the event store",
         )
         meter.create_observable_gauge(
-            METRIC_QUEUE_SIZE,
+            names.STORE_QUEUE_SIZE,
             callbacks=[self._observe_queue],
-            unit="{record}",
+            unit=names.STORE_QUEUE_SIZE_UNIT,
             description="Records accepted by the event store and not yet in the database",
         )
         meter.create_observable_gauge(
-            METRIC_JOURNAL_SIZE,
+            names.STORE_JOURNAL_SIZE,
             callbacks=[self._observe_journal],
-            unit="By",
+            unit=names.STORE_JOURNAL_SIZE_UNIT,
             description="Bytes of the event store's journal files on disk",
         )
         self._instruments_ready = True

@@ -1,8 +1,11 @@
 """A worker that stores events through ``import chatai_otel.setup`` and CHATAI_OTEL_STORE_URL.
 
-``python store_app.py N exit|sigterm``: N audit events awaited, N ordinary ones
-queued, their ids printed; then a normal exit or SIGTERM to itself. Either way
-the shutdown callback must flush the queued ones within the telemetry deadline.
+``python store_app.py N exit|sigterm``: inside one span, N audit events through
+``await events.log_event``, N ordinary ones through ``events.emit`` and one
+``track_error``; prints (tagged, among the JSON log lines) the sink's class, the trace id,
+then every event id.
+Then a normal exit or SIGTERM to itself: either way the shutdown callback must
+write what is still queued within the telemetry deadline.
 """
 
 from __future__ import annotations
@@ -11,40 +14,40 @@ import asyncio
 import os
 import signal
 import sys
-from datetime import UTC, datetime
+
+from opentelemetry import trace
 
 import chatai_otel.setup  # noqa: F401
-from chatai_otel.records import EventRecord, get_sink, new_event_id
-
-
-def record(audit: bool, seq: int) -> EventRecord:
-    return EventRecord(
-        event_id=new_event_id(),
-        event_type="user_login" if audit else "message_sent",
-        timestamp=datetime.now(UTC),
-        service_name="store-app",
-        trace_id=None,
-        span_id=None,
-        request_id=None,
-        user_id=seq,
-        entity_id=None,
-        entity_type=None,
-        data={"seq": seq},
-        audit=audit,
-    )
+from chatai_otel import events
+from chatai_otel.errors import ErrorCategory, ErrorSeverity, track_error
+from chatai_otel.events import BusinessEvent, EventType
+from chatai_otel.records import get_sink
 
 
 async def main(count: int) -> None:
-    sink = get_sink()
-    print(type(sink).__name__, flush=True)
-    for seq in range(count):
-        audit = record(True, seq)
-        await sink.put(audit)
-        print(audit.event_id, flush=True)
-    for seq in range(count):
-        ordinary = record(False, seq)
-        assert sink.put_nowait(ordinary)
-        print(ordinary.event_id, flush=True)
+    print("SINK", type(get_sink()).__name__, flush=True)
+    with trace.get_tracer("store-app").start_as_current_span("work") as span:
+        print("TRACE", format(span.get_span_context().trace_id, "032x"), flush=True)
+        for seq in range(count):
+            event_id = await events.log_event(
+                BusinessEvent(
+                    EventType.USER_LOGIN, user_id=seq, data={"seq": seq, "password": "hunter2"}
+                )
+            )
+            print("ID", event_id, flush=True)
+        for seq in range(count):
+            print(
+                "ID",
+                events.emit(EventType.MESSAGE_SENT, user_id=seq, data={"seq": seq}),
+                flush=True,
+            )
+        try:
+            raise ValueError("card 4111 declined")
+        except ValueError as exc:
+            report = track_error(
+                exc, ErrorCategory.EXTERNAL_SERVICE, ErrorSeverity.HIGH, {"endpoint": "/pay"}
+            )
+        print("ID", report.event_id, flush=True)
 
 
 if __name__ == "__main__":
