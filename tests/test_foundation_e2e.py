@@ -74,7 +74,7 @@ def test_instrument_wrapper_exports_traces_metrics_and_correlated_logs(receiver,
     )
     assert points[0].resource["service.name"] == "test-app"
 
-    lines = [line for line in stdout_json_lines(app.stdout()) if line.get("event") == "work.done"]
+    lines = [line for line in stdout_json_lines(app.stdout()) if line.get("message") == "work.done"]
     assert len(lines) == 3
     for line in lines:
         assert re.fullmatch(r"[0-9a-f]{32}", line["trace_id"])
@@ -101,7 +101,9 @@ def test_import_setup_in_a_worker_script(receiver):
     assert all(s.resource["service.name"] == "test-worker" for s in spans)
     points = receiver.wait_for_metrics(1, lambda p: p.name == "worker.jobs", timeout=5)
     assert points[-1].value == 4
-    stdout_lines = [line for line in stdout_json_lines(done.stdout) if line["event"] == "job.done"]
+    stdout_lines = [
+        line for line in stdout_json_lines(done.stdout) if line["message"] == "job.done"
+    ]
     assert len(stdout_lines) == 4
     assert {line["trace_id"] for line in stdout_lines} == {s.trace_id for s in spans}
 
@@ -218,7 +220,11 @@ def test_gunicorn_preload_workers_each_export_with_their_own_instance_id(receive
     deadline = time.monotonic() + 20
     pids: set[int] = set()
     while time.monotonic() < deadline and len(pids) < 2:
-        pids = {int(p) for p in re.findall(r"Booting worker with pid: (\d+)", app.stderr())}
+        # workers log this after fork, through the chatai-otel pipeline (JSON on stdout)
+        pids = {
+            int(p)
+            for p in re.findall(r"Booting worker with pid: (\d+)", app.stdout() + app.stderr())
+        }
         time.sleep(0.2)
     assert len(pids) == 2, app.output()
     identities = _worker_identities(receiver, pids)
@@ -238,7 +244,11 @@ def test_uvicorn_spawned_workers_each_export_with_their_own_instance_id(receiver
     deadline = time.monotonic() + 20
     pids: set[int] = set()
     while time.monotonic() < deadline and len(pids) < 2:
-        pids = {int(p) for p in re.findall(r"Started server process \[(\d+)\]", app.stderr())}
+        # uvicorn's own lines come through the chatai-otel pipeline (JSON on stdout)
+        pids = {
+            int(p)
+            for p in re.findall(r"Started server process \[(\d+)\]", app.stdout() + app.stderr())
+        }
         time.sleep(0.2)
     assert len(pids) == 2, app.output()
     identities = _worker_identities(receiver, pids)

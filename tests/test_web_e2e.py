@@ -49,7 +49,7 @@ class Backend:
             line
             for line in self.lines()
             if line.get("request_id") == request_id
-            and line.get("event") in ("HTTP_REQUEST_COMPLETE", "HTTP_REQUEST_ERROR")
+            and line.get("message") in ("HTTP_REQUEST_COMPLETE", "HTTP_REQUEST_ERROR")
         ]
 
 
@@ -198,7 +198,7 @@ def test_a_valid_incoming_request_id_is_kept_echoed_logged_and_on_the_span(
     item_lines = [
         line
         for line in backend.lines()
-        if line.get("event") == "item.read" and line.get("request_id") == incoming
+        if line.get("message") == "item.read" and line.get("request_id") == incoming
     ]
     assert len(item_lines) == 1
     assert len(backend.access_lines(incoming)) == 1
@@ -279,7 +279,7 @@ def test_bind_user_reaches_logs_span_and_access_line(backend: Backend, path: str
         inner = [
             line
             for line in backend.lines()
-            if line.get("event") == "whoami.answered" and line.get("request_id") == request_id
+            if line.get("message") == "whoami.answered" and line.get("request_id") == request_id
         ]
         assert inner and inner[0]["user_id"] == user
         assert inner[0]["session_id"] == f"session-of-{user}"
@@ -293,7 +293,7 @@ def test_one_access_line_per_request_with_the_seed_fields(backend: Backend) -> N
     request_id = answer.headers["x-request-id"]
     assert _eventually(lambda: len(backend.access_lines(request_id)) == 1)
     line = backend.access_lines(request_id)[0]
-    assert line["event"] == "HTTP_REQUEST_COMPLETE"
+    assert line["message"] == "HTTP_REQUEST_COMPLETE"
     assert line["level"] == "info"
     assert line["method"] == "GET"
     assert line["route"] == "/items/{item_id}"
@@ -395,7 +395,7 @@ def test_database_error_is_500_without_internals(backend: Backend) -> None:
     assert statement.attributes["error.type"].startswith("psycopg.errors.")
     assert _eventually(lambda: len(backend.access_lines(body["request_id"])) == 1)
     line = backend.access_lines(body["request_id"])[0]
-    assert line["event"] == "HTTP_REQUEST_ERROR"
+    assert line["message"] == "HTTP_REQUEST_ERROR"
     assert line["level"] == "error"
     assert line["status"] == 500
     assert line["error_type"] == "ProgrammingError"
@@ -415,7 +415,7 @@ def test_unhandled_exception_is_500_scrubbed_and_logged_once(backend: Backend) -
     assert "exploded" in exceptions[0]["attributes"]["exception.message"]
     assert _eventually(lambda: len(backend.access_lines(body["request_id"])) == 1)
     line = backend.access_lines(body["request_id"])[0]
-    assert line["event"] == "HTTP_REQUEST_ERROR"
+    assert line["message"] == "HTTP_REQUEST_ERROR"
     assert line["error_message"] == "exploded with Authorization: Bearer [REDACTED]"
     # the stack is logged once, by track_error (error counter, error record), linked by event id
     tracked = [

@@ -74,7 +74,7 @@ def test_excluded_urls_come_from_the_environment(receiver, start_app, table) -> 
     paths = {s.attributes.get("url.path") for s in receiver.spans() if s.kind == SERVER}
     assert paths == {"/health"}
     lines = [json.loads(x) for x in app.stdout().splitlines() if x.startswith("{")]
-    assert [x["path"] for x in lines if x.get("event") == "HTTP_REQUEST_COMPLETE"] == ["/health"]
+    assert [x["path"] for x in lines if x.get("message") == "HTTP_REQUEST_COMPLETE"] == ["/health"]
 
 
 def test_a_bad_excluded_urls_value_stops_start_up_with_one_line(start_app, table) -> None:
@@ -104,7 +104,7 @@ def test_start_up_line_names_library_version_and_range(receiver, start_app, tmp_
     assert line["level"] == "warning"
     assert line["version"] == "1.0"
     assert line["supported"] == "redis >= 2.6"
-    assert "redis 1.0" in line["event"] and "redis >= 2.6" in line["event"]
+    assert "redis 1.0" in line["message"] and "redis >= 2.6" in line["message"]
     assert not [x for x in lines if x.get("library") in ("sqlalchemy", "httpx", "fastapi")]
     # the rest still works
     assert httpx.get(f"{app.url}/ping").status_code == 200

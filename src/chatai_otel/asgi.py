@@ -31,11 +31,11 @@ from random import getrandbits
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from chatai_otel import context as request_context
 from chatai_otel.logs import get_logger
 from chatai_otel.redaction import REDACTED, scrub_headers, scrub_text
 from chatai_otel.sdk import tune_gc_after_startup
@@ -237,7 +237,7 @@ class RequestTelemetryMiddleware:
                 pass
             finally:
                 _current.reset(ctx_token)
-                structlog.contextvars.reset_contextvars(**log_tokens)
+                request_context.reset(log_tokens)
                 if token is not None:
                     otel_context.detach(token)
 
@@ -299,7 +299,7 @@ class RequestTelemetryMiddleware:
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         state = RequestState(request_id, span)
         ctx_token = _current.set(state)
-        log_tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        log_tokens = request_context.push(request_id=request_id)
         scope[SCOPE_KEY] = state
         request_state = scope.get("state")
         if request_state is None:

@@ -31,6 +31,9 @@ INSTRUMENTOR_OPTIONS: dict[str, dict[str, Any]] = {
 }
 # Instrumentors we replace with our own: the stock ASGI middleware costs ~84 µs per request.
 REPLACED_INSTRUMENTORS = frozenset({"fastapi", "starlette", "asgi"})
+# Instrumentors we never load: chatai_otel.logs already prints and exports every stdlib
+# record once; the stock logging instrumentor would add a second exporting root handler.
+SKIPPED_INSTRUMENTORS = frozenset({"logging"})
 
 
 class ChatAIDistro(BaseDistro):  # type: ignore[misc]
@@ -47,6 +50,8 @@ class ChatAIDistro(BaseDistro):  # type: ignore[misc]
     def load_instrumentor(self, entry_point: Any, **kwargs: Any) -> None:
         if entry_point.name in REPLACED_INSTRUMENTORS:
             return  # the configurator installed ours (see _enable_web)
+        if entry_point.name in SKIPPED_INSTRUMENTORS:
+            return
         options = {**INSTRUMENTOR_OPTIONS.get(entry_point.name, {}), **kwargs}
         instrumentor = entry_point.load()
         instrument_with_options(entry_point.name, instrumentor(), **options)

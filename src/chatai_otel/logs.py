@@ -1,117 +1,1125 @@
-"""One logging pipeline: structlog processors -> a JSON line on stdout and one OTLP LogRecord.
+"""One logging pipeline: every log line of the process, one JSON shape, printed once, exported once.
 
-Each call goes through a short chain of structlog processors; the last one
-both renders the JSON line and emits the OTel log record, so a line can never
-be exported twice or printed without being exported.
+Two doors lead in, one pipeline does the work:
+
+* **structlog** -- ``get_logger(__name__).info("dialog.opened", dialog_id=42)``.
+  Our :class:`BoundLogger` checks the level first (nothing else runs for a
+  disabled level), then structlog's chain runs one processor,
+  :func:`_from_structlog`, which finds the call site and hands over.
+* **stdlib logging** -- ``logging.getLogger("uvicorn.error").warning(...)``,
+  SQLAlchemy, httpx, gunicorn, any library. A handler on the root logger
+  (:class:`StdlibBridge`) hands each record over. Console handlers that
+  frameworks install for themselves (uvicorn's ``dictConfig``, gunicorn's
+  workers) are removed and their loggers made to propagate, at configure time,
+  after every ``dictConfig``/``fileConfig``/``basicConfig`` and after ``fork``,
+  so their lines come out in the same shape and exactly once.
+
+:meth:`Pipeline.emit` then runs the steps of the seed's formatter as plain
+functions in a fixed order -- context fields (:mod:`chatai_otel.context`),
+level, ISO-8601 UTC timestamp, logger name, call site (module, function, line),
+trace correlation (``trace_id``/``span_id`` of the active span), exception as
+structured fields (type, message, stacktrace), normalisation (values JSON
+cannot encode become text, values over ``CHATAI_OTEL_LOG_MAX_VALUE_SIZE`` are
+truncated with a marker), redaction (:mod:`chatai_otel.redaction`) -- and
+renders the line with orjson. They are straight-line code rather than a list
+of structlog processors because each processor hop costs ~0.15 µs and the
+whole line has a 15 µs budget (``./dev bench logging``).
+
+**Output.** A JSON line on stdout (a readable, escaped console line when stdout
+is a TTY or ``CHATAI_OTEL_LOG_FORMAT=console``), plus the seed's optional files:
+application log, errors (>= ERROR) and the audit log. Keys, in order::
+
+    timestamp level logger message <context + extra fields> module function line
+    [exception {type, message, stacktrace}] [trace_id span_id]
+
+**OTLP: why this path.** The SDK's ``LoggingHandler`` (and
+``OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED``) is deprecated since
+SDK 1.40; its successor, ``opentelemetry-instrumentation-logging``, is another
+root handler that calls ``Logger.emit`` -- measured ~41 µs per line with a
+JSON file handler next to it (``./dev bench logging``), and with our JSON
+handler alongside every stdlib record would be handled by two handlers with
+two shapes. Instead the same step that writes the JSON line hands a plain
+tuple to :class:`chatai_otel.log_export.LogExportProcessor`, the one log
+processor on the ``LoggerProvider`` built in :mod:`chatai_otel.sdk`. One step
+writes and exports, so a line is never exported without being printed, nor
+twice; the record costs the calling thread a tuple and a deque append, and
+the worker thread writes the OTLP bytes directly (see that module). The distro
+does not load the stock logging instrumentor (it would duplicate every record).
+
+OTLP record: severity number and text, body = the message, the fields as
+attributes (nested values as OTLP maps and arrays; ``user_id`` -> ``user.id``,
+``session_id`` -> ``session.id``), ``code.file.path``, ``code.function.name``,
+``code.line.number``, ``exception.type``/``.message``/``.stacktrace``,
+trace_id/span_id/flags of the active span, the logger name as the
+instrumentation scope, ``log.type=audit`` on the audit stream.
+
+**Never exported:** records of the ``opentelemetry.*`` loggers and of
+``chatai_otel.export`` (exporting "export failed" over the failing export
+would loop). They are printed on stderr, in the same shape.
+
+**Audit:** :func:`get_audit_logger` (and the stdlib logger ``audit``, as in the
+seed) is a separate stream: never filtered by level, ``log.type=audit``,
+written to the audit file when one is configured and not to the application
+or error files.
+
+A logging call never raises into its caller: a failure is reported once per
+minute on stderr.
 """
 
 from __future__ import annotations
 
 import logging
+import logging.config
+import os
 import sys
+import threading
 import time
-from collections.abc import Mapping, MutableMapping
-from typing import Any, TextIO
+import traceback
+from collections.abc import Callable, Mapping, MutableMapping
+from datetime import date, datetime
+from datetime import time as dtime
+from decimal import Decimal
+from enum import Enum
+from pathlib import PurePath
+from types import FrameType
+from typing import Any, BinaryIO, TextIO
+from uuid import UUID
 
 import orjson
 import structlog
-from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry._logs import SeverityNumber
+from opentelemetry.instrumentation.log_utils import std_to_otel
 from opentelemetry.sdk._logs import LoggerProvider
 
-from chatai_otel.config import Settings
+from chatai_otel import context
+from chatai_otel.config import ConfigError, Settings
+from chatai_otel.log_export import LogExportProcessor, processor_of
+from chatai_otel.redaction import REDACTED, Scrubber, configure_scrubber
 
-__all__ = ["configure_logging", "get_audit_logger", "get_logger"]
+__all__ = [
+    "BoundLogger",
+    "Pipeline",
+    "StdlibBridge",
+    "capture_stdlib_logging",
+    "configure_logging",
+    "get_audit_logger",
+    "get_logger",
+    "skip_callsite_modules",
+]
 
-_SEVERITY = {
-    "debug": SeverityNumber.DEBUG,
-    "info": SeverityNumber.INFO,
-    "warning": SeverityNumber.WARN,
-    "warn": SeverityNumber.WARN,
-    "error": SeverityNumber.ERROR,
-    "exception": SeverityNumber.ERROR,
-    "critical": SeverityNumber.FATAL,
+AUDIT_LOGGER = "audit"
+# Printed (on stderr), never exported: exporting them could loop when export fails.
+PRINT_ONLY_PREFIXES: tuple[str, ...] = ("opentelemetry", "chatai_otel.export")
+
+_METHOD_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
 }
-
-EventDict = MutableMapping[str, Any]
-
-
-def add_trace_context(_logger: Any, _method: str, event_dict: EventDict) -> EventDict:
-    """Put the active span's ids on the line (32/16 lowercase hex), or nothing when none is active."""
-    span_context = trace.get_current_span().get_span_context()
-    if span_context.is_valid:
-        event_dict["trace_id"] = format(span_context.trace_id, "032x")
-        event_dict["span_id"] = format(span_context.span_id, "016x")
-    return event_dict
+# JSON field -> OTLP attribute name, where a semantic convention exists.
+ATTRIBUTE_NAMES = {"user_id": "user.id", "session_id": "session.id"}
+_TRUNCATED = "…[truncated {} chars]"
+_CORE_KEYS = frozenset(("timestamp", "level", "logger", "message"))
 
 
-def _json_default(value: Any) -> Any:
-    return repr(value)
+def _severity_number(levelno: int) -> int:
+    if 0 < levelno < logging.DEBUG:
+        return 1  # TRACE (uvicorn's TRACE is 5)
+    return int(std_to_otel(levelno).value)
 
 
-class JsonAndOtlpSink:
-    """Final processor: write the JSON line and emit the OTLP record, never raising."""
+_SEVERITY_CACHE: dict[int, int] = {}
+_LEVEL_NAMES: dict[int, str] = {}
 
-    def __init__(self, stream: TextIO, logger_provider: LoggerProvider | None) -> None:
-        self._stream = stream
-        self._otel_logger = (
-            logger_provider.get_logger("chatai_otel") if logger_provider is not None else None
+
+def _level_name(levelno: int) -> str:
+    name = _LEVEL_NAMES.get(levelno)
+    if name is None:
+        name = logging.getLevelName(levelno)
+        name = name if isinstance(name, str) and not name.startswith("Level ") else str(levelno)
+        _LEVEL_NAMES[levelno] = name
+    return name
+
+
+# --- outputs ---------------------------------------------------------------------------
+
+
+class _TextOutput:
+    """A text stream looked up at write time (so test capture and reassignment work)."""
+
+    def __init__(self, get: Callable[[], TextIO]) -> None:
+        self._get = get
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        with self._lock:
+            stream = self._get()
+            stream.write(text)
+            stream.flush()
+
+    def is_tty(self) -> bool:
+        try:
+            return bool(self._get().isatty())
+        except Exception:
+            return False
+
+    def reinit(self) -> None:
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        return
+
+
+class _FileOutput:
+    """An append-only JSON-lines file, unbuffered: a line is on disk when the call returns."""
+
+    def __init__(self, path: str, variable: str) -> None:
+        self.path = path
+        try:
+            directory = os.path.dirname(os.path.abspath(path))
+            os.makedirs(directory, exist_ok=True)
+            self._file: BinaryIO = open(path, "ab", buffering=0)  # noqa: SIM115
+        except OSError as error:
+            raise ConfigError(variable, path, f"expected a writable file path ({error})") from None
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self._file.write(data)
+
+    def reinit(self) -> None:
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass
+
+
+# --- console rendering -----------------------------------------------------------------
+
+# Control characters (and Unicode line breaks) shown escaped, so no value can start a new line.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, 0x85)}
+_ESCAPES.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character and line break escaped (``\\n``, ``\\x1b``...)."""
+    return text.translate(_ESCAPES)
+
+
+_COLORS = {
+    "DEBUG": "\x1b[2m",
+    "INFO": "\x1b[32m",
+    "WARNING": "\x1b[33m",
+    "ERROR": "\x1b[31m",
+    "CRITICAL": "\x1b[1;31m",
+}
+_RESET = "\x1b[0m"
+_CONSOLE_SKIP = frozenset(("timestamp", "level", "logger", "message", "exception"))
+
+
+def render_console(out: Mapping[str, Any], colors: bool) -> str:
+    """A readable one-record rendering; every value escaped, the traceback indented with ``|``."""
+    level = str(out.get("level", ""))
+    head = f"{out.get('timestamp', '')} {level:<8} [{escape_control(str(out.get('logger', '')))}] "
+    if colors:
+        head = f"{_COLORS.get(level, '')}{head}{_RESET}"
+    parts = [head, escape_control(str(out.get("message", "")))]
+    for key, value in out.items():
+        if key in _CONSOLE_SKIP:
+            continue
+        shown = value if isinstance(value, str) else orjson.dumps(value).decode()
+        parts.append(f"  {escape_control(str(key))}={escape_control(shown)}")
+    text = "".join(parts) + "\n"
+    exception = out.get("exception")
+    if isinstance(exception, Mapping):
+        stack = str(exception.get("stacktrace") or "")
+        lines = stack.splitlines() or [f"{exception.get('type')}: {exception.get('message')}"]
+        text += "".join(f"    | {escape_control(line)}\n" for line in lines)
+    return text
+
+
+# --- value normalisation ----------------------------------------------------------------
+
+_PLAIN = (int, float, bool, type(None))
+
+
+class _Cleaner:
+    """Scrubs, normalises and truncates field values in one walk (never raises)."""
+
+    def __init__(self, scrubber: Scrubber, max_size: int) -> None:
+        self.scrubber = scrubber
+        self.max_size = max_size
+        self._text_cache: dict[str, str] = {}
+
+    def text(self, value: str) -> str:
+        if len(value) <= 64:
+            cached = self._text_cache.get(value)
+            if cached is not None:
+                return cached
+            cleaned = self.scrubber.scrub_text(value)
+            if len(self._text_cache) >= 4096:
+                self._text_cache.clear()
+            self._text_cache[value] = cleaned
+            return cleaned
+        if len(value) > self.max_size:
+            value = value[: self.max_size] + _TRUNCATED.format(len(value) - self.max_size)
+        return self.scrubber.scrub_text(value)
+
+    def fields(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        is_secret = self.scrubber.is_secret_key
+        result: dict[str, Any] = {}
+        for key, value in fields.items():
+            if type(key) is not str:
+                key = str(key)
+            if is_secret(key):
+                result[key] = REDACTED
+                continue
+            kind = type(value)
+            if kind is str:
+                result[key] = self.text(value)
+            elif kind is int:
+                result[key] = value if -(1 << 63) <= value < (1 << 64) else str(value)
+            elif kind is float or kind is bool or value is None:
+                result[key] = value
+            else:
+                result[key] = self.value(value, 1)
+        return result
+
+    def value(self, value: Any, depth: int) -> Any:
+        try:
+            cleaned = self._walk(value, depth)
+        except Exception:
+            cleaned = f"<unrepresentable {type(value).__qualname__}>"
+        if isinstance(cleaned, dict | list):
+            size = len(orjson.dumps(cleaned))
+            if size > self.max_size:
+                rendered = orjson.dumps(cleaned).decode()
+                return rendered[: self.max_size] + _TRUNCATED.format(size - self.max_size)
+        return cleaned
+
+    def _walk(self, value: Any, depth: int) -> Any:
+        if isinstance(value, str):
+            return self.text(str(value))
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int):
+            value = int(value)
+            return value if -(1 << 63) <= value < (1 << 64) else str(value)
+        if isinstance(value, float):
+            return float(value)
+        if depth > 10:
+            return "[too deep]"
+        if isinstance(value, Mapping):
+            is_secret = self.scrubber.is_secret_key
+            result: dict[str, Any] = {}
+            for key, item in value.items():
+                name = key if isinstance(key, str) else str(key)
+                result[name] = REDACTED if is_secret(name) else self._walk(item, depth + 1)
+            return result
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self._walk(item, depth + 1) for item in value]
+        if isinstance(value, datetime | date | dtime):
+            return value.isoformat()
+        if isinstance(value, UUID | Decimal | PurePath):
+            return str(value)
+        if isinstance(value, Enum):
+            return self._walk(value.value, depth + 1)
+        if isinstance(value, bytes | bytearray | memoryview):
+            return self.text(bytes(value).decode("utf-8", "backslashreplace"))
+        if isinstance(value, BaseException):
+            return self.text(f"{type(value).__qualname__}: {value}")
+        structured = _structured(value)
+        if structured is not None:
+            return self._walk(structured, depth)
+        return self.text(_safe_repr(value))
+
+
+def _structured(value: Any) -> Mapping[str, Any] | None:
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):
+        dumped = dump(mode="json")
+        return dumped if isinstance(dumped, Mapping) else None
+    return None
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unrepresentable {type(value).__qualname__}>"
+
+
+# --- the pipeline ----------------------------------------------------------------------
+
+_MISSING = object()
+_local = threading.local()
+_failure_reported = [0.0]
+
+
+def _report_failure(error: BaseException) -> None:
+    """A record could not be handled: say so on stderr, at most once a minute, never raise."""
+    try:
+        now = time.monotonic()
+        if now - _failure_reported[0] < 60.0:
+            return
+        _failure_reported[0] = now
+        line = {
+            "timestamp": datetime.now().astimezone().isoformat(),
+            "level": "ERROR",
+            "logger": "chatai_otel.logs",
+            "message": "a log record could not be processed",
+            "error": f"{type(error).__qualname__}: {error}"[:500],
+        }
+        sys.stderr.write(orjson.dumps(line, default=str).decode() + "\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
+
+
+class Pipeline:
+    """The configured outputs, exporter and scrubber; :meth:`emit` handles one record."""
+
+    def __init__(
+        self,
+        *,
+        scrubber: Scrubber,
+        max_value_size: int = 8192,
+        stdout: bool = True,
+        console: bool = False,
+        colors: bool = False,
+        app_file: _FileOutput | None = None,
+        error_file: _FileOutput | None = None,
+        audit_file: _FileOutput | None = None,
+        processor: LogExportProcessor | None = None,
+    ) -> None:
+        self.cleaner = _Cleaner(scrubber, max_value_size)
+        self.max_value_size = max_value_size
+        self.stdout = _TextOutput(lambda: sys.stdout) if stdout else None
+        self.stderr = _TextOutput(lambda: sys.stderr)
+        self.console = console
+        self.colors = colors
+        self.app_file = app_file
+        self.error_file = error_file
+        self.audit_file = audit_file
+        self.processor = processor
+        self._timestamp: tuple[int, str] = (-1, "")
+        self._ids: tuple[int, int, str, str] = (0, 0, "", "")
+
+    def close(self) -> None:
+        for output in (self.app_file, self.error_file, self.audit_file):
+            if output is not None:
+                output.close()
+
+    def after_fork(self) -> None:
+        for output in (self.stdout, self.stderr, self.app_file, self.error_file, self.audit_file):
+            if output is not None:
+                output.reinit()
+
+    # --- steps -----------------------------------------------------------------------
+
+    def timestamp(self, ns: int) -> str:
+        """ISO-8601 UTC with microseconds; the date part is formatted once per second."""
+        seconds, rest = divmod(ns, 1_000_000_000)
+        cached = self._timestamp
+        if cached[0] != seconds:
+            cached = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+            self._timestamp = cached
+        return f"{cached[1]}.{rest // 1000:06d}Z"
+
+    def trace_ids(self) -> tuple[int, int, int, str, str] | None:
+        """(trace_id, span_id, flags, trace hex, span hex) of the active span, or None."""
+        span_context = trace.get_current_span().get_span_context()
+        if not span_context.is_valid:
+            return None
+        trace_id, span_id = span_context.trace_id, span_context.span_id
+        cached = self._ids
+        if cached[0] != span_id or cached[1] != trace_id:
+            cached = (span_id, trace_id, format(trace_id, "032x"), format(span_id, "016x"))
+            self._ids = cached
+        return trace_id, span_id, int(span_context.trace_flags), cached[2], cached[3]
+
+    def exception(self, exc_info: Any) -> dict[str, str] | None:
+        """{type, message, stacktrace} of ``exc_info`` (True, an exception, or a sys.exc_info tuple)."""
+        if exc_info is None or exc_info is False:
+            return None
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        if isinstance(exc_info, BaseException):
+            exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+        if not isinstance(exc_info, tuple) or len(exc_info) != 3 or exc_info[0] is None:
+            return None
+        kind, error, tb = exc_info
+        module = getattr(kind, "__module__", "")
+        qualname = getattr(kind, "__qualname__", str(kind))
+        type_name = qualname if module in ("builtins", "", None) else f"{module}.{qualname}"
+        try:
+            message = str(error)
+        except Exception:
+            message = "<unprintable exception>"
+        try:
+            stacktrace = "".join(traceback.format_exception(kind, error, tb))
+        except Exception:
+            stacktrace = f"{type_name}: {message}"
+        return {
+            "type": type_name,
+            "message": self.cleaner.text(message),
+            "stacktrace": self._long_text(stacktrace),
+        }
+
+    def _long_text(self, text: str) -> str:
+        """Stack traces keep head and tail (the tail names the failing line)."""
+        limit = self.max_value_size * 4
+        if len(text) > limit:
+            half = limit // 2
+            text = f"{text[:half]}{_TRUNCATED.format(len(text) - limit)}{text[-half:]}"
+        return self.cleaner.scrubber.scrub_text(text)
+
+    # --- one record --------------------------------------------------------------------
+
+    def emit(
+        self,
+        name: str,
+        levelno: int,
+        message: Any,
+        fields: Mapping[str, Any],
+        *,
+        code: tuple[str, str, int, str] | None,
+        ns: int,
+        exc_info: Any = None,
+        stack: str | None = None,
+        audit: bool = False,
+    ) -> None:
+        """Render, write and export one record. ``code`` is (path, function, line, module)."""
+        if getattr(_local, "busy", False):
+            # Logging from inside the pipeline (a __repr__ that logs, an exporter warning):
+            # print it plainly, never recurse, never export.
+            self._emit_nested(name, levelno, message)
+            return
+        _local.busy = True
+        try:
+            self._emit(name, levelno, message, fields, code, ns, exc_info, stack, audit)
+        except Exception as error:
+            _report_failure(error)
+        finally:
+            _local.busy = False
+
+    def _emit(
+        self,
+        name: str,
+        levelno: int,
+        message: Any,
+        fields: Mapping[str, Any],
+        code: tuple[str, str, int, str] | None,
+        ns: int,
+        exc_info: Any,
+        stack: str | None,
+        audit: bool,
+    ) -> None:
+        cleaner = self.cleaner
+        bound = context.fields()
+        if bound:
+            fields = {**bound, **fields}
+        cleaned = cleaner.fields(fields) if fields else {}
+        text = cleaner.text(message) if type(message) is str else cleaner.text(_safe_str(message))
+        level = _LEVEL_NAMES.get(levelno) or _level_name(levelno)
+        timestamp = self.timestamp(ns)
+        out: dict[str, Any] = {
+            "timestamp": timestamp,
+            "level": level,
+            "logger": name,
+            "message": text,
+        }
+        if cleaned:
+            out.update(cleaned)
+            if not _CORE_KEYS.isdisjoint(cleaned):  # a field may not replace a core value
+                out.update(timestamp=timestamp, level=level, logger=name, message=text)
+        if audit:
+            out["log.type"] = "audit"
+        if code is not None:
+            out["module"] = code[3]
+            out["function"] = code[1]
+            out["line"] = code[2]
+        exception = self.exception(exc_info) if exc_info else None
+        if exception is not None:
+            out["exception"] = exception
+        if stack:
+            out["stack"] = self._long_text(stack)
+        ids = self.trace_ids()
+        if ids is not None:
+            out["trace_id"] = ids[3]
+            out["span_id"] = ids[4]
+
+        print_only = name.startswith(PRINT_ONLY_PREFIXES)
+        line = orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE)
+        if b"\xe2\x80\xa8" in line or b"\xe2\x80\xa9" in line or b"\xc2\x85" in line:
+            line = _escape_unicode_line_breaks(line)
+        self._write(out, line, levelno, audit, print_only)
+
+        processor = self.processor
+        if processor is None or print_only:
+            return
+        attributes: dict[str, Any] = cleaned
+        if "user_id" in cleaned or "session_id" in cleaned:
+            attributes = {ATTRIBUTE_NAMES.get(k, k): v for k, v in cleaned.items()}
+        if exception is not None or audit or stack:
+            attributes = dict(attributes)
+            if exception is not None:
+                attributes["exception.type"] = exception["type"]
+                attributes["exception.message"] = exception["message"]
+                attributes["exception.stacktrace"] = exception["stacktrace"]
+            if stack:
+                attributes["code.stacktrace"] = out["stack"]
+            if audit:
+                attributes["log.type"] = "audit"
+        event_name = attributes.get("otel.event.name") if attributes else None
+        severity = _SEVERITY_CACHE.get(levelno)
+        if severity is None:
+            severity = _SEVERITY_CACHE.setdefault(levelno, _severity_number(levelno))
+        processor.submit(
+            (
+                ns,
+                severity,
+                level,
+                text,
+                attributes,
+                ids[0] if ids is not None else 0,
+                ids[1] if ids is not None else 0,
+                ids[2] if ids is not None else 0,
+                name,
+                code[:3] if code is not None else None,
+                event_name if isinstance(event_name, str) else None,
+            )
         )
 
-    def __call__(self, _logger: Any, method: str, event_dict: EventDict) -> str:
+    def _write(
+        self, out: dict[str, Any], line: bytes, levelno: int, audit: bool, print_only: bool
+    ) -> None:
+        stream = self.stderr if print_only else self.stdout
+        if stream is not None:
+            try:
+                stream.write(render_console(out, self.colors) if self.console else line.decode())
+            except Exception:
+                pass  # a closed or broken stdout never breaks the caller
         try:
-            line = orjson.dumps(event_dict, default=_json_default)
-            self._stream.write(line.decode() + "\n")
-            if self._otel_logger is not None:
-                self._emit(method, event_dict)
+            if audit:
+                if self.audit_file is not None:
+                    self.audit_file.write(line)
+                return
+            if self.app_file is not None:
+                self.app_file.write(line)
+            if levelno >= logging.ERROR and self.error_file is not None:
+                self.error_file.write(line)
         except Exception:
             pass
-        raise structlog.DropEvent
 
-    def _emit(self, method: str, event_dict: Mapping[str, Any]) -> None:
-        assert self._otel_logger is not None
-        level = str(event_dict.get("level", method))
-        attributes = {
-            key: value if isinstance(value, str | int | float | bool) else repr(value)
-            for key, value in event_dict.items()
-            if key not in ("event", "level", "timestamp", "trace_id", "span_id")
-        }
-        self._otel_logger.emit(
-            timestamp=time.time_ns(),
-            context=otel_context.get_current(),
-            severity_number=_SEVERITY.get(level, SeverityNumber.INFO),
-            severity_text=level.upper(),
-            body=str(event_dict.get("event", "")),
-            attributes=attributes,
-        )
+    def _emit_nested(self, name: str, levelno: int, message: Any) -> None:
+        try:
+            line = {
+                "timestamp": self.timestamp(time.time_ns()),
+                "level": _level_name(levelno),
+                "logger": name,
+                "message": self.cleaner.scrubber.scrub_text(_safe_str(message)),
+            }
+            self.stderr.write(orjson.dumps(line).decode() + "\n")
+        except Exception:
+            pass
 
 
-def configure_logging(settings: Settings, logger_provider: LoggerProvider | None) -> None:
-    """Install the structlog pipeline for the whole process."""
-    level = logging.getLevelName(settings.log_level.upper())
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
-            add_trace_context,
-            JsonAndOtlpSink(sys.stdout, logger_provider),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.ReturnLoggerFactory(),
-        cache_logger_on_first_use=True,
+def _escape_unicode_line_breaks(line: bytes) -> bytes:
+    """JSON allows raw U+2028, U+2029 and U+0085 in strings, but some readers split lines on
+    them; outside strings JSON is ASCII, so replacing them with escapes is always valid."""
+    return (
+        line.replace(b"\xe2\x80\xa8", b"\\u2028")
+        .replace(b"\xe2\x80\xa9", b"\\u2029")
+        .replace(b"\xc2\x85", b"\\u0085")
     )
 
 
-def get_logger(name: str | None = None, **initial_values: Any) -> Any:
-    """A structlog logger bound to ``logger=name``."""
-    logger = structlog.get_logger()
-    if name is not None:
-        initial_values["logger"] = name
-    return logger.bind(**initial_values) if initial_values else logger
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return _safe_repr(value)
+
+
+def _default_pipeline() -> Pipeline:
+    """Before configure_logging(): JSON (or console on a TTY) to stdout, nothing exported."""
+    tty = False
+    try:
+        tty = sys.stdout.isatty()
+    except Exception:
+        pass
+    return Pipeline(scrubber=configure_scrubber(), console=tty, colors=tty)
+
+
+_pipeline: Pipeline | None = None
+_pipeline_lock = threading.Lock()
+
+
+def _current() -> Pipeline:
+    pipeline = _pipeline
+    if pipeline is None:
+        with _pipeline_lock:
+            pipeline = _pipeline or _install_pipeline(_default_pipeline())
+    return pipeline
+
+
+def _install_pipeline(pipeline: Pipeline) -> Pipeline:
+    global _pipeline
+    _pipeline = pipeline
+    return pipeline
+
+
+# --- call sites --------------------------------------------------------------------------
+
+_skip_prefixes: tuple[str, ...] = ("structlog", "chatai_otel.logs", "logging")
+# code object -> None (internal frame, skip it) or (path, function, module stem, module name)
+_code_info: dict[Any, tuple[str, str, str, str] | None] = {}
+
+
+def skip_callsite_modules(*prefixes: str) -> None:
+    """Attribute log lines to the caller of these modules (e.g. a logging helper of yours)."""
+    global _skip_prefixes
+    _skip_prefixes = (*_skip_prefixes, *prefixes)
+    _code_info.clear()
+
+
+def _frame_info(frame: FrameType) -> tuple[str, str, str, str] | None:
+    module_name = str(frame.f_globals.get("__name__", ""))
+    if any(module_name == p or module_name.startswith(p + ".") for p in _skip_prefixes):
+        info = None
+    else:
+        path = frame.f_code.co_filename
+        stem = os.path.splitext(os.path.basename(path))[0]
+        info = (path, frame.f_code.co_name, stem, module_name)
+    if len(_code_info) >= 8192:
+        _code_info.clear()
+    _code_info[frame.f_code] = info
+    return info
+
+
+def _callsite(depth: int) -> tuple[tuple[str, str, int, str] | None, str]:
+    """((path, function, line, module stem), module name) of the first frame outside logging."""
+    try:
+        frame: FrameType | None = sys._getframe(depth)
+    except ValueError:
+        return None, ""
+    while frame is not None:
+        info = _code_info.get(frame.f_code, _MISSING)
+        if info is _MISSING:
+            info = _frame_info(frame)
+        if info is not None:
+            found: tuple[str, str, str, str] = info  # type: ignore[assignment]
+            return (found[0], found[1], frame.f_lineno, found[2]), found[3]
+        frame = frame.f_back
+    return None, ""
+
+
+# --- structlog -----------------------------------------------------------------------------
+
+
+class _Gate:
+    """What structlog calls "the wrapped logger": the level check of one logger name.
+
+    Levels come from the stdlib logger of the same name, so CHATAI_OTEL_LOG_LEVELS
+    (and ``logging.getLogger(name).setLevel``) govern structlog and stdlib lines alike.
+    """
+
+    __slots__ = ("audit", "enabled", "name")
+
+    def __init__(self, name: str | None, audit: bool = False) -> None:
+        self.name = name
+        self.audit = audit
+        self.enabled: Callable[[int], bool] = (
+            _always if audit else logging.getLogger(name or None).isEnabledFor
+        )
+
+    def __getattr__(self, _method: str) -> Callable[..., None]:
+        return _ignore
+
+
+def _always(_level: int) -> bool:
+    return True
+
+
+def _ignore(*_args: Any, **_kwargs: Any) -> None:
+    return None
+
+
+def _gate_factory(*args: Any) -> _Gate:
+    name = args[0] if args else None
+    if name == AUDIT_LOGGER:
+        return _Gate(AUDIT_LOGGER, audit=True)
+    return _Gate(name if isinstance(name, str) else None)
+
+
+def _from_structlog(gate: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
+    """The one structlog processor: find the call site and hand the record to the pipeline."""
+    message = event_dict.pop("event", "")
+    levelno = event_dict.pop("_levelno", None) or _METHOD_LEVELS.get(method, logging.INFO)
+    exc_info = event_dict.pop("exc_info", None)
+    if method == "exception" and exc_info is None:
+        exc_info = True
+    stack = None
+    if event_dict.pop("stack_info", None):
+        stack = "".join(traceback.format_stack(sys._getframe(1)))
+    extra = event_dict.get("extra")
+    if isinstance(extra, Mapping):  # the seed's call style: log.info("...", extra={...})
+        del event_dict["extra"]
+        event_dict.update(extra)
+    code, module_name = _callsite(2)
+    name = getattr(gate, "name", None) or module_name or "root"
+    _current().emit(
+        name,
+        levelno,
+        message,
+        event_dict,
+        code=code,
+        ns=time.time_ns(),
+        exc_info=exc_info,
+        stack=stack,
+        audit=bool(getattr(gate, "audit", False)),
+    )
+    return ""
+
+
+class BoundLogger(structlog.BoundLoggerBase):
+    """structlog's bound logger with per-name levels and calls that never raise.
+
+    ``log.info("event", key=value)``, ``log.bind(...)``, ``log.exception(...)``,
+    ``log.info("user %s", name)`` (positional arguments are %-interpolated) and
+    the seed's ``log.info("message", extra={...})`` all work.
+    """
+
+    def _log(self, method: str, levelno: int, event: Any, args: tuple[Any, ...], kw: Any) -> None:
+        try:
+            if args:
+                try:
+                    event = str(event) % args
+                except Exception:
+                    event = f"{event} {args!r}"
+            if levelno != _METHOD_LEVELS.get(method):
+                kw["_levelno"] = levelno
+            self._process_event(method, event, kw)
+        except structlog.DropEvent:  # a BaseException: a processor (e.g. a test capture) dropped it
+            pass
+        except Exception as error:
+            _report_failure(error)
+
+    def debug(self, event: Any = None, *args: Any, **kw: Any) -> None:
+        if self._logger.enabled(logging.DEBUG):
+            self._log("debug", logging.DEBUG, event, args, kw)
+
+    def info(self, event: Any = None, *args: Any, **kw: Any) -> None:
+        if self._logger.enabled(logging.INFO):
+            self._log("info", logging.INFO, event, args, kw)
+
+    msg = info
+
+    def warning(self, event: Any = None, *args: Any, **kw: Any) -> None:
+        if self._logger.enabled(logging.WARNING):
+            self._log("warning", logging.WARNING, event, args, kw)
+
+    warn = warning
+
+    def error(self, event: Any = None, *args: Any, **kw: Any) -> None:
+        if self._logger.enabled(logging.ERROR):
+            self._log("error", logging.ERROR, event, args, kw)
+
+    def exception(self, event: Any = None, *args: Any, **kw: Any) -> None:
+        if self._logger.enabled(logging.ERROR):
+            kw.setdefault("exc_info", True)
+            self._log("exception", logging.ERROR, event, args, kw)
+
+    def critical(self, event: Any = None, *args: Any, **kw: Any) -> None:
+        if self._logger.enabled(logging.CRITICAL):
+            self._log("critical", logging.CRITICAL, event, args, kw)
+
+    fatal = critical
+
+    def log(self, level: int | str, event: Any = None, *args: Any, **kw: Any) -> None:
+        """Log at a numeric (or named) level, as stdlib's ``Logger.log``."""
+        levelno = (
+            _METHOD_LEVELS.get(level.lower(), logging.INFO) if isinstance(level, str) else level
+        )
+        if self._logger.enabled(levelno):
+            method = logging.getLevelName(levelno)
+            self._log(
+                method.lower() if isinstance(method, str) else "info", levelno, event, args, kw
+            )
+
+    def is_enabled_for(self, level: int) -> bool:
+        """Whether a record at ``level`` would be emitted (skip expensive work otherwise)."""
+        return bool(self._logger.enabled(level))
+
+    # async spellings, as structlog's own loggers offer; logging never waits, so they just log
+    async def adebug(self, event: Any = None, *args: Any, **kw: Any) -> None:
+        self.debug(event, *args, **kw)
+
+    async def ainfo(self, event: Any = None, *args: Any, **kw: Any) -> None:
+        self.info(event, *args, **kw)
+
+    async def awarning(self, event: Any = None, *args: Any, **kw: Any) -> None:
+        self.warning(event, *args, **kw)
+
+    async def aerror(self, event: Any = None, *args: Any, **kw: Any) -> None:
+        self.error(event, *args, **kw)
+
+    async def aexception(self, event: Any = None, *args: Any, **kw: Any) -> None:
+        kw.setdefault("exc_info", True)
+        self.exception(event, *args, **kw)
+
+    async def acritical(self, event: Any = None, *args: Any, **kw: Any) -> None:
+        self.critical(event, *args, **kw)
+
+
+_structlog_done = False
+
+
+def _configure_structlog() -> None:
+    global _structlog_done
+    structlog.configure(
+        processors=[_from_structlog],
+        wrapper_class=BoundLogger,
+        logger_factory=_gate_factory,
+        context_class=dict,
+        cache_logger_on_first_use=True,
+    )
+    _structlog_done = True
+
+
+def get_logger(name: str | None = None, **initial: Any) -> Any:
+    """A logger named ``name`` (default: the calling module), with ``initial`` fields bound."""
+    if not _structlog_done:
+        _configure_structlog()
+    if name is None:
+        name = str(sys._getframe(1).f_globals.get("__name__", "root"))
+    return structlog.get_logger(name, **initial)
 
 
 def get_audit_logger() -> Any:
-    """The audit stream (the seed's audit.log): marked ``log.type=audit``, never filtered by level."""
-    return get_logger("audit", **{"log.type": "audit"})
+    """The audit stream (the seed's audit.log): ``log.type=audit``, never filtered by level."""
+    return get_logger(AUDIT_LOGGER)
+
+
+# --- stdlib --------------------------------------------------------------------------------
+
+# Attributes every LogRecord has (and those the OTel record factory or uvicorn add):
+# everything else on a record is an `extra` field.
+_RECORD_ATTRIBUTES = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
+    | {
+        "message",
+        "asctime",
+        "taskName",
+        "otelSpanID",
+        "otelTraceID",
+        "otelTraceSampled",
+        "otelServiceName",
+        "color_message",
+    }
+)
+
+
+class StdlibBridge(logging.Handler):
+    """The root handler that sends every stdlib record into the pipeline."""
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        # No handler lock: the pipeline is thread-safe and writes whole lines under its own.
+        if self.filters and not self.filter(record):
+            return False
+        try:
+            _emit_stdlib(record)
+        except Exception as error:
+            _report_failure(error)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.handle(record)
+
+
+def _emit_stdlib(record: logging.LogRecord) -> None:
+    try:
+        message = record.getMessage()
+    except Exception:
+        if record.args:
+            message = f"{_safe_repr(record.msg)} % {_safe_repr(record.args)} (could not format)"
+        else:
+            message = _safe_str(record.msg)
+    attributes = record.__dict__
+    extra = attributes.keys() - _RECORD_ATTRIBUTES
+    fields: dict[str, Any] = {}
+    if extra:
+        fields = {key: attributes[key] for key in attributes if key in extra}
+        seed_fields = fields.pop("extra_fields", None)  # the seed's StructuredFormatter convention
+        if isinstance(seed_fields, Mapping):
+            fields.update(seed_fields)
+    name = record.name
+    created_ns = getattr(record, "created_ns", None)
+    _current().emit(
+        name,
+        record.levelno,
+        message,
+        fields,
+        code=(record.pathname, record.funcName, record.lineno, record.module),
+        ns=created_ns if isinstance(created_ns, int) else int(record.created * 1e9),
+        exc_info=record.exc_info,
+        stack=record.stack_info,
+        audit=name == AUDIT_LOGGER or name.startswith(AUDIT_LOGGER + "."),
+    )
+
+
+def _is_console_handler(handler: logging.Handler) -> bool:
+    if isinstance(handler, (StdlibBridge, logging.FileHandler)):
+        return False
+    if not isinstance(handler, logging.StreamHandler):
+        return False
+    stream = getattr(handler, "stream", None)
+    return stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+
+
+_bridge: StdlibBridge | None = None
+
+
+def capture_stdlib_logging() -> None:
+    """Route every stdlib logger into the pipeline, once.
+
+    Puts the bridge on the root logger and removes console (stdout/stderr)
+    handlers that frameworks installed on their own loggers, making those
+    loggers propagate. File, socket and other handlers are left alone.
+    """
+    bridge = _bridge
+    if bridge is None:
+        return
+    root = logging.getLogger()
+    if bridge not in root.handlers:
+        root.addHandler(bridge)
+    loggers: list[logging.Logger] = [root]
+    loggers.extend(
+        item for item in list(logging.Logger.manager.loggerDict.values())
+        if isinstance(item, logging.Logger)
+    )  # fmt: skip
+    for logger in loggers:
+        removed = False
+        for handler in list(logger.handlers):
+            if _is_console_handler(handler):
+                logger.removeHandler(handler)
+                removed = True
+        if removed and logger is not root and not logger.handlers:
+            logger.propagate = True
+
+
+_config_functions_wrapped = False
+
+
+def _wrap_logging_config() -> None:
+    """Re-capture after every dictConfig/fileConfig/basicConfig (uvicorn configures after us)."""
+    global _config_functions_wrapped
+    if _config_functions_wrapped:
+        return
+    _config_functions_wrapped = True
+
+    def wrap(function: Callable[..., Any]) -> Callable[..., Any]:
+        def configure_then_capture(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return function(*args, **kwargs)
+            finally:
+                capture_stdlib_logging()
+
+        configure_then_capture.__wrapped__ = function  # type: ignore[attr-defined]
+        configure_then_capture.__doc__ = function.__doc__
+        return configure_then_capture
+
+    logging.config.dictConfig = wrap(logging.config.dictConfig)
+    logging.config.fileConfig = wrap(logging.config.fileConfig)
+    logging.basicConfig = wrap(logging.basicConfig)
+
+
+def _after_fork_in_child() -> None:
+    pipeline = _pipeline
+    if pipeline is not None:
+        pipeline.after_fork()
+    capture_stdlib_logging()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def _level(name: str) -> int:
+    return int(logging.getLevelName(name.upper()))
+
+
+def configure_logging(settings: Settings, logger_provider: LoggerProvider | None) -> None:
+    """Install the pipeline for the whole process (a second call replaces the first)."""
+    global _bridge
+    scrubber = configure_scrubber(settings.redact_keys, settings.redact_safe_keys)
+    stdout_tty = False
+    try:
+        stdout_tty = sys.stdout.isatty()
+    except Exception:
+        pass
+    console = settings.log_format == "console" or (settings.log_format == "auto" and stdout_tty)
+    files = {
+        "app_file": (settings.log_file, "CHATAI_OTEL_LOG_FILE"),
+        "error_file": (settings.log_error_file, "CHATAI_OTEL_LOG_ERROR_FILE"),
+        "audit_file": (settings.log_audit_file, "CHATAI_OTEL_LOG_AUDIT_FILE"),
+    }
+    opened = {key: _FileOutput(path, variable) for key, (path, variable) in files.items() if path}
+    pipeline = Pipeline(
+        scrubber=scrubber,
+        max_value_size=settings.log_max_value_size,
+        stdout=settings.log_stdout,
+        console=console,
+        colors=console and stdout_tty,
+        processor=processor_of(logger_provider),
+        **opened,
+    )
+    with _pipeline_lock:
+        previous = _pipeline
+        _install_pipeline(pipeline)
+    if previous is not None:
+        previous.close()
+
+    root = logging.getLogger()
+    root.setLevel(_level(settings.log_level))
+    for name, level in settings.log_levels.items():
+        logging.getLogger(name).setLevel(_level(level))
+    audit = logging.getLogger(AUDIT_LOGGER)
+    audit.setLevel(1)  # never filtered by level
+    audit.disabled = False
+
+    _configure_structlog()
+    if _bridge is None:
+        _bridge = StdlibBridge()
+    capture_stdlib_logging()
+    _wrap_logging_config()
+
+
+def reset_logging() -> None:
+    """Remove the bridge and go back to the default pipeline (for tests and tools)."""
+    global _bridge
+    if _bridge is not None:
+        logging.getLogger().removeHandler(_bridge)
+        _bridge = None
+    with _pipeline_lock:
+        previous = _pipeline
+        _install_pipeline(_default_pipeline())
+    if previous is not None:
+        previous.close()

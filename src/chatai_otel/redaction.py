@@ -1,128 +1,326 @@
 """One scrubber for log fields, span attributes, event data, headers and exception text.
 
-Secrets are recognised two ways: by the *key* they are stored under (at any
-nesting depth) and by the *shape* of a value (bearer tokens, JWTs, credentials
-inside URLs), wherever it appears. Both are replaced by :data:`REDACTED`.
+Secrets are recognised two ways, and both are replaced by :data:`REDACTED`:
+
+* by the **key** they are stored under, at any nesting depth. A key is split
+  into words (``X-Api-Key`` -> ``x api key``, ``authToken`` -> ``auth token``)
+  and is secret when a word or a pair of adjacent words is on the list
+  (``password``, ``token``, ``api_key``, ``auth``, ``cookie``, ...), or when
+  its letters contain an unambiguous one (``dbpassword``, ``accesstoken``).
+  Whole words only: ``auth`` is secret, ``author`` and ``authenticated`` are
+  not; ``token`` is, ``input_tokens`` (a GenAI counter) is not.
+* by the **shape** of a value, anywhere in free text (messages, exception
+  messages, URLs): ``Bearer``/``Basic``/``Digest`` credentials, JSON Web
+  Tokens, the password in ``scheme://user:password@host``, ``key=value`` and
+  ``"key": "value"`` pairs whose key is secret, Telegram bot tokens and the
+  well-known API-key prefixes (``sk-``, ``ghp_``, ``xoxb-``, ``AKIA``).
+
+``session_id`` is *not* secret by default: the seed logs it as a context
+field that identifies a chat session, so it must be an opaque identifier,
+never the session cookie or token itself. Everything else with ``session`` in
+its words (``session``, ``session_token``, ``sessionid`` -- Django's cookie
+name -- ``session_key``) is. Applications extend the lists with
+``CHATAI_OTEL_REDACT_KEYS`` and ``CHATAI_OTEL_REDACT_SAFE_KEYS``.
+
 This module imports nothing of ours.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_SECRET_KEYS", "REDACTED", "Scrubber", "scrub", "scrub_headers", "scrub_text"]
+__all__ = [
+    "DEFAULT_SAFE_KEYS",
+    "DEFAULT_SECRET_KEYS",
+    "REDACTED",
+    "Scrubber",
+    "configure_scrubber",
+    "get_scrubber",
+    "scrub",
+    "scrub_headers",
+    "scrub_text",
+]
 
 REDACTED = "[REDACTED]"
 
 DEFAULT_SECRET_KEYS: tuple[str, ...] = (
     "password",
+    "passwords",
     "passwd",
     "pwd",
+    "passphrase",
     "secret",
+    "secrets",
     "token",
     "api_key",
     "apikey",
+    "access_key",
     "authorization",
     "auth",
     "cookie",
+    "cookies",
     "set_cookie",
     "session",
+    "sessionid",
     "credential",
+    "credentials",
     "private_key",
+    "privatekey",
     "jwt",
     "csrf",
     "xsrf",
     "card_number",
     "cardnumber",
+    "credit_card",
+    "cvv",
+    "cvc",
     "ssn",
 )
 
-_KEY_SPLIT = re.compile(r"[^a-z0-9]+")
-_VALUE_PATTERNS = (
-    # credentials inside URLs: scheme://user:password@host
-    (
-        re.compile(r"(?P<keep>[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*:)[^\s@/]+(?=@)"),
-        r"\g<keep>" + REDACTED,
-    ),
-    # Authorization-style values
-    (
-        re.compile(r"(?i)\b(?P<keep>bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"),
-        r"\g<keep> " + REDACTED,
-    ),
-    # JSON Web Tokens anywhere
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),
+# Keys that are identifiers or counters, not credentials (see the module docstring).
+DEFAULT_SAFE_KEYS: tuple[str, ...] = ("session_id", "token_type", "token_count")
+
+# Found anywhere inside a key's letters ("dbpassword", "clientsecret"): no word contains
+# them by accident. "token" and "auth" are not here ("tokens", "author").
+_STRONG_FRAGMENTS = (
+    "password",
+    "passwd",
+    "secret",
+    "apikey",
+    "credential",
+    "privatekey",
+    "accesstoken",
+    "refreshtoken",
+    "authtoken",
+    "idtoken",
+    "sessiontoken",
+    "bearertoken",
 )
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+# Cheap first look: a string without any of these cannot hold a secret shape.
+_TRIGGER = re.compile(r"[:=@]|eyJ|(?i:bearer|basic|digest|token)|sk-|sk_live|gh[pousr]_|xox|AKIA")
+
+# Secret shapes, replaced wherever they appear.
+_SHAPES = re.compile(
+    r"""
+    # scheme://user:password@host -> keep the user, hide the password
+    (?P<url>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<url_user>[^\s:/@?#]*):[^\s@/?#]+@
+    # scheme://long-token@host (a token as the user name)
+  | (?P<tok_url>[A-Za-z][A-Za-z0-9+.\-]*://)[A-Za-z0-9_\-.~%]{20,}@
+    # Authorization header values
+  | (?P<scheme>\b(?i:bearer|basic|digest))\s+[A-Za-z0-9._~+/=\-]{6,}
+    # JSON Web Tokens
+  | \beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*
+    # Telegram bot tokens (also inside https://api.telegram.org/bot<token>/...)
+  | (?<![0-9])[0-9]{6,12}:[A-Za-z0-9_\-]{30,}
+    # well-known API key prefixes
+  | \b(?:sk-[A-Za-z0-9_\-]{16,}|sk_live_[A-Za-z0-9]{16,}|gh[pousr]_[A-Za-z0-9]{30,}
+        |github_pat_[A-Za-z0-9_]{30,}|xox[abprs]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16})
+    """,
+    re.VERBOSE,
+)
+
+# key=value, key: value, "key": "value", \"key\": \"value\" -- the value is only looked
+# at (lookahead), so a non-secret key never swallows a secret pair inside its value.
+_KEY_VALUE = re.compile(
+    r"""
+    (?:\\?["'])?(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,63})(?:\\?["'])?\s*[:=]\s*
+    (?=(?P<value>(?:(?i:bearer|basic|digest|token)\s+)?
+        (?:"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,;&)}\]]+)))
+    """,
+    re.VERBOSE,
+)
+
+
+def _closing_bracket(text: str, start: int) -> int:
+    """The index after the bracket closing the one at ``start`` (quotes respected), or the end."""
+    depth = 0
+    quote = ""
+    index = start
+    while index < len(text):
+        char = text[index]
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                quote = ""
+        elif char in "\"'":
+            quote = char
+        elif char in "{[(":
+            depth += 1
+        elif char in "}])":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+        index += 1
+    return len(text)
+
+
+def _key_words(key: str) -> list[str]:
+    return [w for w in _NON_ALNUM.split(_CAMEL.sub("_", key).lower()) if w]
 
 
 class Scrubber:
     """Redacts by key and by value shape; extend the key list or mark keys safe."""
 
-    def __init__(self, extra_keys: Iterable[str] = (), safe_keys: Iterable[str] = ()) -> None:
-        self._secret_words = frozenset(k.lower() for k in (*DEFAULT_SECRET_KEYS, *extra_keys))
-        self._safe_keys = frozenset(k.lower() for k in safe_keys)
+    def __init__(
+        self,
+        extra_keys: Iterable[str] = (),
+        safe_keys: Iterable[str] = (),
+        *,
+        replacement: str = REDACTED,
+    ) -> None:
+        self.replacement = replacement
+        self._secret_words = frozenset(
+            "_".join(_key_words(k)) for k in (*DEFAULT_SECRET_KEYS, *extra_keys)
+        )
+        self._safe_keys = frozenset(
+            "_".join(_key_words(k)) for k in (*DEFAULT_SAFE_KEYS, *safe_keys)
+        )
         self._cache: dict[str, bool] = {}
 
+    # --- keys ------------------------------------------------------------------------
+
     def is_secret_key(self, key: str) -> bool:
-        """True for keys like ``password``, ``X-Api-Key``, ``user_token``, but not ``author``."""
+        """True for ``password``, ``X-Api-Key``, ``user_token``, ``authToken``; not ``author``."""
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        lowered = key.lower()
-        if lowered in self._safe_keys:
-            result = False
-        else:
-            normalised = _KEY_SPLIT.sub("_", lowered).strip("_")
-            words = normalised.split("_")
-            result = (
-                normalised in self._secret_words
-                or any(word in self._secret_words for word in words)
-                or any(
-                    "_".join(words[i : i + 2]) in self._secret_words for i in range(len(words) - 1)
-                )
-                or normalised.replace("_", "") in self._secret_words
-            )
-        if len(self._cache) < 4096:
-            self._cache[key] = result
+        result = self._judge_key(key)
+        if len(self._cache) >= 8192:
+            self._cache.clear()
+        self._cache[key] = result
         return result
+
+    def _judge_key(self, key: str) -> bool:
+        words = _key_words(key)
+        if not words:
+            return False
+        normalised = "_".join(words)
+        if normalised in self._safe_keys:
+            return False
+        secret = self._secret_words
+        if normalised in secret:
+            return True
+        if any(word in secret for word in words):
+            return True
+        if any(f"{a}_{b}" in secret for a, b in itertools.pairwise(words)):
+            return True
+        letters = "".join(words)
+        return letters in secret or any(f in letters for f in _STRONG_FRAGMENTS)
+
+    # --- text ------------------------------------------------------------------------
 
     def scrub_text(self, text: str) -> str:
         """Redact secret-shaped substrings of free text (messages, URLs, exception text)."""
-        for pattern, replacement in _VALUE_PATTERNS:
-            text = pattern.sub(replacement, text)
-        return text
+        if not _TRIGGER.search(text):
+            return text
+        return _SHAPES.sub(self._replace_shape, self._scrub_pairs(text))
+
+    def _scrub_pairs(self, text: str) -> str:
+        """Replace the value of every ``key=value`` / ``key: value`` pair whose key is secret."""
+        parts: list[str] = []
+        position = 0
+        for match in _KEY_VALUE.finditer(text):
+            if match.start() < position or not self.is_secret_key(match.group("key")):
+                continue
+            start, end = match.span("value")
+            value = match.group("value")
+            quote = value[0] if value[:1] in ('"', "'") else ""
+            if value[:1] in ("{", "["):  # a whole structure under a secret key
+                end = _closing_bracket(text, start)
+            parts.append(text[position:start])
+            parts.append(f"{quote}{self.replacement}{quote}")
+            position = end
+        if not parts:
+            return text
+        parts.append(text[position:])
+        return "".join(parts)
+
+    def _replace_shape(self, match: re.Match[str]) -> str:
+        r = self.replacement
+        if match.group("url") is not None:
+            return f"{match.group('url')}{match.group('url_user')}:{r}@"
+        if match.group("tok_url") is not None:
+            return f"{match.group('tok_url')}{r}@"
+        if match.group("scheme") is not None:
+            return f"{match.group('scheme')} {r}"
+        return r
+
+    # --- structures ------------------------------------------------------------------
 
     def scrub(self, value: Any, _depth: int = 0) -> Any:
-        """A scrubbed copy of ``value``: mappings and sequences recursively, strings by shape."""
+        """A scrubbed copy of ``value``.
+
+        Mappings, sequences, sets, dataclasses and pydantic models become plain
+        dicts and lists (so a secret field of a model cannot slip through);
+        strings are scrubbed by shape; other scalars are returned unchanged.
+        """
         if isinstance(value, str):
             return self.scrub_text(value)
-        if _depth > 32:
-            return REDACTED
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if _depth > 20:
+            return self.replacement
         if isinstance(value, Mapping):
-            return {
-                key: REDACTED
-                if isinstance(key, str) and self.is_secret_key(key)
-                else self.scrub(item, _depth + 1)
-                for key, item in value.items()
-            }
+            return self.scrub_mapping(value, _depth)
         if isinstance(value, list | tuple | set | frozenset):
-            return (
-                type(value)(self.scrub(item, _depth + 1) for item in value)
-                if not isinstance(value, set | frozenset)
-                else [self.scrub(item, _depth + 1) for item in value]
-            )
+            return [self.scrub(item, _depth + 1) for item in value]
+        if isinstance(value, bytes | bytearray):
+            return self.scrub_text(bytes(value).decode("utf-8", "replace"))
+        as_mapping = _structured(value)
+        if as_mapping is not None:
+            return self.scrub_mapping(as_mapping, _depth)
         return value
 
+    def scrub_mapping(self, mapping: Mapping[Any, Any], _depth: int = 0) -> dict[str, Any]:
+        """A scrubbed dict copy: secret keys (at any depth) get the marker."""
+        result: dict[str, Any] = {}
+        for key, item in mapping.items():
+            name = key if isinstance(key, str) else str(key)
+            result[name] = (
+                self.replacement if self.is_secret_key(name) else self.scrub(item, _depth + 1)
+            )
+        return result
+
     def scrub_headers(
-        self, headers: Mapping[str, str] | Iterable[tuple[str, str]]
+        self,
+        headers: Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]],
     ) -> dict[str, str]:
-        """Headers as a dict with secret ones (Authorization, Cookie, X-Api-Key, ...) redacted."""
+        """Headers as a dict with secret ones (Authorization, Cookie, X-Api-Key, ...) redacted.
+
+        Accepts a mapping, ``(name, value)`` pairs, or ASGI's raw ``(bytes, bytes)``
+        pairs; repeated headers are joined with ``", "``.
+        """
         pairs = headers.items() if isinstance(headers, Mapping) else headers
-        return {
-            name: REDACTED if self.is_secret_key(name) else self.scrub_text(value)
-            for name, value in pairs
-        }
+        result: dict[str, str] = {}
+        for raw_name, raw_value in pairs:
+            name = raw_name.decode("latin-1") if isinstance(raw_name, bytes) else str(raw_name)
+            value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else str(raw_value)
+            cleaned = self.replacement if self.is_secret_key(name) else self.scrub_text(value)
+            result[name] = f"{result[name]}, {cleaned}" if name in result else cleaned
+        return result
+
+
+def _structured(value: Any) -> Mapping[str, Any] | None:
+    """The fields of a dataclass instance or pydantic model, else None."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):
+        try:
+            dumped = dump(mode="json")
+        except Exception:
+            return None
+        return dumped if isinstance(dumped, Mapping) else None
+    return None
 
 
 _default = Scrubber()
@@ -132,6 +330,11 @@ def configure_scrubber(extra_keys: Iterable[str] = (), safe_keys: Iterable[str] 
     """Replace the process-wide scrubber (from settings at configure time)."""
     global _default
     _default = Scrubber(extra_keys, safe_keys)
+    return _default
+
+
+def get_scrubber() -> Scrubber:
+    """The process-wide scrubber."""
     return _default
 
 
@@ -145,6 +348,8 @@ def scrub_text(text: str) -> str:
     return _default.scrub_text(text)
 
 
-def scrub_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+def scrub_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str | bytes, str | bytes]],
+) -> dict[str, str]:
     """Scrub headers with the process-wide scrubber."""
     return _default.scrub_headers(headers)

@@ -68,6 +68,7 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.sdk.version import __version__ as sdk_version
 
 from chatai_otel.config import ExporterSettings, Settings, Signal
+from chatai_otel.log_export import LogExportProcessor, grpc_log_exporter, http_log_exporter
 
 __all__ = ["Telemetry", "build_telemetry", "distro_version", "tune_gc_after_startup"]
 
@@ -210,9 +211,8 @@ def _otlp_exporter(signal_name: Signal, settings: ExporterSettings) -> Any:
             )
 
             return OTLPMetricExporter(**common)
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-
-        return OTLPLogExporter(**common)
+        # The log exporters send bytes our encoder wrote (chatai_otel.log_export explains why).
+        return grpc_log_exporter(**common)
 
     common["compression"] = _compression(settings, grpc=False)
     if signal_name == "traces":
@@ -227,11 +227,7 @@ def _otlp_exporter(signal_name: Signal, settings: ExporterSettings) -> Any:
         )
 
         return HttpMetricExporter(**common)
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import (
-        OTLPLogExporter as HttpLogExporter,
-    )
-
-    return HttpLogExporter(**common)
+    return http_log_exporter(**common)
 
 
 class _ReportOncePerInterval(logging.Filter):
@@ -492,16 +488,23 @@ def build_telemetry(settings: Settings) -> Telemetry:
     logger_provider = LoggerProvider(
         resource=resource, shutdown_on_exit=False, meter_provider=meter_provider
     )
-    if settings.logs_exporter != "none":
-        log_exporter = (
-            ConsoleLogRecordExporter()
-            if settings.logs_exporter == "console"
-            else _otlp_exporter("logs", settings.logs)
-        )
-        batch = settings.log_batch
+    batch = settings.log_batch
+    if settings.logs_exporter == "otlp":
+        # One queue for every log record of the process: chatai_otel.logs submits to it
+        # directly, OTel Logs API records arrive through on_emit.
+        LogExportProcessor(
+            _otlp_exporter("logs", settings.logs),
+            schedule_delay=batch.schedule_delay,
+            max_queue_size=batch.max_queue_size,
+            max_export_batch_size=batch.max_export_batch_size,
+            export_timeout=batch.export_timeout,
+            meter_provider=meter_provider,
+        ).attach(logger_provider)
+    elif settings.logs_exporter == "console":
+        # Our log lines are on stdout already; this prints OTel Logs API records only.
         with _processor_self_metrics():
             log_processor = BatchLogRecordProcessor(
-                log_exporter,
+                ConsoleLogRecordExporter(),
                 max_queue_size=batch.max_queue_size,
                 schedule_delay_millis=batch.schedule_delay * 1000,
                 max_export_batch_size=batch.max_export_batch_size,

@@ -1,0 +1,284 @@
+"""Logging: cost per log line on the calling thread, inside an active span.
+
+Alternatives, each in its own fresh process, rounds interleaved:
+
+(a) seed    -- the seed's StructuredFormatter through stdlib logging to a file
+(b) ours    -- chatai-otel, JSON lines to a file only (no stdout, no export)
+(c) ours+otlp -- chatai-otel, JSON lines to a file plus OTLP/gRPC export to a local
+               receiver running in its own process (``python -m chatai_otel.receiver``)
+(d) stock   -- opentelemetry-instrumentation-logging's handler (SDK BatchLogRecordProcessor,
+               OTLP/gRPC exporter) plus the seed's JSON file handler
+
+Reported: median microseconds per line on the calling thread (the timed loop), CPU time of
+the whole process per line (includes the export thread), the time to deliver everything
+after the loop ended, and how many records the receiver counted.
+
+    ./dev bench logging [--lines N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+VARIANTS = {
+    "a": "seed StructuredFormatter -> file",
+    "b": "chatai-otel JSON -> file",
+    "c": "chatai-otel JSON -> file + OTLP",
+    "d": "stock instrumentation-logging + JSON file",
+}
+
+
+# --- the child: one variant, one process ------------------------------------------------
+
+
+def _seed_formatter() -> Any:
+    """The seed's StructuredFormatter, as written in logging-and-observability.md."""
+    import logging
+    from datetime import datetime
+
+    class StructuredFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            log_data = {
+                "timestamp": datetime.utcnow().isoformat(),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+                "module": record.module,
+                "function": record.funcName,
+                "line": record.lineno,
+            }
+            if record.exc_info:
+                log_data["exception"] = self.formatException(record.exc_info)
+            if hasattr(record, "extra_fields"):
+                log_data.update(record.extra_fields)
+            if hasattr(record, "request_id"):
+                log_data["request_id"] = record.request_id
+            if hasattr(record, "user_id"):
+                log_data["user_id"] = record.user_id
+            if hasattr(record, "session_id"):
+                log_data["session_id"] = record.session_id
+            return json.dumps(log_data, ensure_ascii=False)
+
+    return StructuredFormatter()
+
+
+def _child(variant: str, lines: int, path: str, endpoint: str) -> dict[str, Any]:
+    import logging
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("bench")
+    flush: Any = None
+    processor: Any = None
+
+    if variant in ("a", "d"):
+        handler = logging.FileHandler(path)
+        handler.setFormatter(_seed_formatter())
+        logger = logging.getLogger("bench")
+        logger.setLevel(logging.INFO)
+        root = logging.getLogger()
+        root.setLevel(logging.INFO)
+        root.addHandler(handler)
+        if variant == "d":
+            from opentelemetry._logs import set_logger_provider
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+            from opentelemetry.instrumentation.logging import LoggingInstrumentor
+            from opentelemetry.sdk._logs import LoggerProvider
+            from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+            provider = LoggerProvider()
+            provider.add_log_record_processor(
+                BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint, insecure=True))
+            )
+            set_logger_provider(provider)
+            LoggingInstrumentor().instrument()
+            flush = provider.force_flush
+
+        def log_one(i: int) -> None:
+            logger.info("bench.line", extra={"extra_fields": {"i": i, "user": "alice"}})
+
+    else:
+        os.environ.update(
+            {
+                "OTEL_SERVICE_NAME": "bench",
+                "OTEL_TRACES_EXPORTER": "none",
+                "OTEL_METRICS_EXPORTER": "none",
+                "OTEL_LOGS_EXPORTER": "otlp" if variant == "c" else "none",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "CHATAI_OTEL_LOG_STDOUT": "false",
+                "CHATAI_OTEL_LOG_FILE": path,
+                "CHATAI_OTEL_LOG_FORMAT": "json",
+            }
+        )
+        from chatai_otel import configure, context, get_logger
+        from chatai_otel.log_export import processor_of
+
+        telemetry = configure()
+        processor = processor_of(telemetry.logger_provider)
+        flush = telemetry.force_flush
+        log = get_logger("bench")
+        context.bind(request_id="req-1")
+
+        def log_one(i: int) -> None:
+            log.info("bench.line", i=i, user="alice")
+
+    with tracer.start_as_current_span("bench"):
+        for i in range(1000):  # warm caches, imports, the exporter's channel
+            log_one(i)
+        if flush is not None:
+            flush()
+        cpu0 = time.process_time()
+        started = time.perf_counter()
+        for i in range(lines):
+            log_one(i)
+        elapsed = time.perf_counter() - started
+        drain_started = time.perf_counter()
+        if flush is not None:
+            flush()
+        drain = time.perf_counter() - drain_started
+        cpu = time.process_time() - cpu0
+    return {
+        "per_line_us": elapsed / lines * 1e6,
+        "cpu_per_line_us": cpu / lines * 1e6,
+        "drain_s": drain,
+        "dropped": getattr(processor, "dropped", None),
+        "written": sum(1 for _ in open(path, "rb")),
+    }
+
+
+# --- the parent ----------------------------------------------------------------------------
+
+
+def _counts(http_port: int) -> dict[str, int]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/counts", timeout=5) as response:
+        result: dict[str, int] = json.load(response)
+        return result
+
+
+def _wait_for_logs(http_port: int, expected: int, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    logs = _counts(http_port)["logs"]
+    while logs < expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        logs = _counts(http_port)["logs"]
+    time.sleep(0.3)  # anything extra (a duplicate) would arrive now
+    return _counts(http_port)["logs"]
+
+
+def _run_variant(variant: str, lines: int, grpc_port: int, http_port: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "app.log")
+        before = _counts(http_port)["logs"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHATAI_OTEL_"))}
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_logging",
+                "--child",
+                variant,
+                "--lines",
+                str(lines),
+                "--path",
+                path,
+                "--endpoint",
+                f"http://127.0.0.1:{grpc_port}",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"variant {variant} failed:\n{done.stderr[-3000:]}")
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        expected = lines + 1000
+        if variant in ("c", "d"):
+            result["delivered"] = _wait_for_logs(http_port, before + expected) - before
+        result["expected"] = expected
+        return result
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench logging")
+    parser.add_argument("--lines", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--variants", default="abcd")
+    parser.add_argument("--child", choices=sorted(VARIANTS))
+    parser.add_argument("--path", default="")
+    parser.add_argument("--endpoint", default="")
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(_child(args.child, args.lines, args.path, args.endpoint)), flush=True)
+        return
+
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "chatai_otel.receiver"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert receiver.stdout is not None
+        ports = json.loads(receiver.stdout.readline())
+        results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
+        for round_number in range(args.rounds):
+            for variant in args.variants:
+                result = _run_variant(variant, args.lines, ports["grpc_port"], ports["http_port"])
+                results[variant].append(result)
+                print(
+                    f"round {round_number + 1} ({variant}) {result['per_line_us']:.2f} µs/line, "
+                    f"cpu {result['cpu_per_line_us']:.2f} µs/line, "
+                    f"delivered {result.get('delivered', '-')}/{result['expected']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        _print_table(results, args.lines, args.rounds)
+    finally:
+        receiver.terminate()
+        receiver.wait(10)
+
+
+def _print_table(results: dict[str, list[dict[str, Any]]], lines: int, rounds: int) -> None:
+    base = (
+        statistics.median(r["per_line_us"] for r in results.get("a", []))
+        if "a" in results
+        else None
+    )
+    print(
+        f"\n{lines:,} lines per run inside an active span, median of {rounds} interleaved runs, "
+        f"each variant in a fresh process ({os.cpu_count()} CPUs, shared with other work)\n"
+    )
+    print(
+        "| variant | µs/line, calling thread | vs (a) | CPU µs/line, whole process "
+        "| drain after loop (s) | OTLP records delivered / sent | file lines |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for variant, runs in results.items():
+        per_line = statistics.median(r["per_line_us"] for r in runs)
+        cpu = statistics.median(r["cpu_per_line_us"] for r in runs)
+        drain = statistics.median(r["drain_s"] for r in runs)
+        ratio = f"{per_line / base:.2f}x" if base else "-"
+        if "delivered" in runs[0]:
+            delivered = f"{min(r['delivered'] for r in runs):,} / {runs[0]['expected']:,} (min)"
+        else:
+            delivered = "-"
+        written = f"{min(r['written'] for r in runs):,}"
+        print(
+            f"| ({variant}) {VARIANTS[variant]} | {per_line:.2f} | {ratio} | {cpu:.2f} "
+            f"| {drain:.2f} | {delivered} | {written} |"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
