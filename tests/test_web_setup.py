@@ -101,7 +101,7 @@ def test_start_up_line_names_library_version_and_range(receiver, start_app, tmp_
     about_redis = [x for x in lines if x.get("library") == "redis"]
     assert len(about_redis) == 1, lines
     line = about_redis[0]
-    assert line["level"] == "warning"
+    assert line["level"] == "WARNING"
     assert line["version"] == "1.0"
     assert line["supported"] == "redis >= 2.6"
     assert "redis 1.0" in line["message"] and "redis >= 2.6" in line["message"]

@@ -75,6 +75,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Mapping, MutableMapping
 from datetime import date, datetime
 from datetime import time as dtime
@@ -734,18 +735,28 @@ def _callsite(depth: int) -> tuple[tuple[str, str, int, str] | None, str]:
 class _Gate:
     """What structlog calls "the wrapped logger": the level check of one logger name.
 
-    Levels come from the stdlib logger of the same name, so CHATAI_OTEL_LOG_LEVELS
-    (and ``logging.getLogger(name).setLevel``) govern structlog and stdlib lines alike.
+    Once the pipeline is configured, levels come from the stdlib logger of the same
+    name, so CHATAI_OTEL_LOG_LEVELS (and ``logging.getLogger(name).setLevel``) govern
+    structlog and stdlib lines alike. Before that, INFO and above pass (our default
+    level; stdlib's unconfigured WARNING would hide a script's info lines).
     """
 
-    __slots__ = ("audit", "enabled", "name")
+    __slots__ = ("__weakref__", "audit", "enabled", "name")
 
     def __init__(self, name: str | None, audit: bool = False) -> None:
         self.name = name
         self.audit = audit
-        self.enabled: Callable[[int], bool] = (
-            _always if audit else logging.getLogger(name or None).isEnabledFor
-        )
+        self.enabled: Callable[[int], bool] = _always
+        self.follow_levels(_levels_configured)
+        _gates.add(self)
+
+    def follow_levels(self, configured: bool) -> None:
+        if self.audit:
+            self.enabled = _always
+        elif configured:
+            self.enabled = logging.getLogger(self.name or None).isEnabledFor
+        else:
+            self.enabled = _info_and_above
 
     def __getattr__(self, _method: str) -> Callable[..., None]:
         return _ignore
@@ -753,6 +764,21 @@ class _Gate:
 
 def _always(_level: int) -> bool:
     return True
+
+
+def _info_and_above(level: int) -> bool:
+    return level >= logging.INFO
+
+
+_gates: weakref.WeakSet[_Gate] = weakref.WeakSet()
+_levels_configured = False
+
+
+def _follow_levels(configured: bool) -> None:
+    global _levels_configured
+    _levels_configured = configured
+    for gate in list(_gates):
+        gate.follow_levels(configured)
 
 
 def _ignore(*_args: Any, **_kwargs: Any) -> None:
@@ -1106,6 +1132,7 @@ def configure_logging(settings: Settings, logger_provider: LoggerProvider | None
     audit.disabled = False
 
     _configure_structlog()
+    _follow_levels(True)
     if _bridge is None:
         _bridge = StdlibBridge()
     capture_stdlib_logging()
@@ -1123,3 +1150,4 @@ def reset_logging() -> None:
         _install_pipeline(_default_pipeline())
     if previous is not None:
         previous.close()
+    _follow_levels(False)

@@ -114,8 +114,9 @@ _SHAPES = re.compile(
     (?P<url>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<url_user>[^\s:/@?#]*):[^\s@/?#]+@
     # scheme://long-token@host (a token as the user name)
   | (?P<tok_url>[A-Za-z][A-Za-z0-9+.\-]*://)[A-Za-z0-9_\-.~%]{20,}@
-    # Authorization header values
+    # Authorization header values ("token <x>" only when <x> has a digit: not "token expired")
   | (?P<scheme>\b(?i:bearer|basic|digest))\s+[A-Za-z0-9._~+/=\-]{6,}
+  | (?P<token_scheme>\b(?i:token))\s+(?=[A-Za-z_.~+/=\-]*[0-9])[A-Za-z0-9._~+/=\-]{8,}
     # JSON Web Tokens
   | \beyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*
     # Telegram bot tokens (also inside https://api.telegram.org/bot<token>/...)
@@ -250,8 +251,9 @@ class Scrubber:
             return f"{match.group('url')}{match.group('url_user')}:{r}@"
         if match.group("tok_url") is not None:
             return f"{match.group('tok_url')}{r}@"
-        if match.group("scheme") is not None:
-            return f"{match.group('scheme')} {r}"
+        scheme = match.group("scheme") or match.group("token_scheme")
+        if scheme is not None:
+            return f"{scheme} {r}"
         return r
 
     # --- structures ------------------------------------------------------------------
