@@ -74,9 +74,9 @@ def test_errors_arrive_on_the_span_counter_and_log(receiver):
     }
     assert next(iter(latest.values())).unit == "{error}"
 
-    lines = [line for line in stdout_lines(stdout) if line.get("event") == "application_error"]
+    lines = [line for line in stdout_lines(stdout) if line.get("message") == "application_error"]
     levels = [line["level"] for line in lines]
-    assert levels == ["error", "error", "error", "critical", "error", "error"]
+    assert levels == ["ERROR", "ERROR", "ERROR", "CRITICAL", "ERROR", "ERROR"]
     first = lines[0]
     assert first["context"] == {"endpoint": "/dialogs", "api_key": "[REDACTED]"}
     assert first["request_id"] == "req-err" and first["user_id"] == 77

@@ -162,9 +162,9 @@ def test_a_hanging_webhook_never_blocks_the_caller_or_the_shutdown(receiver, web
     assert elapsed < 20
     assert result["outcomes"].count("queued") == 3
     lines = [
-        line for line in stdout_lines(done.stdout) if line.get("event", "").startswith("alert.")
+        line for line in stdout_lines(done.stdout) if line.get("message", "").startswith("alert.")
     ]
-    assert [line["event"] for line in lines] == ["alert.abandoned_at_shutdown"]
+    assert [line["message"] for line in lines] == ["alert.abandoned_at_shutdown"]
     assert lines[0]["alerts"] == 3
 
 
@@ -234,9 +234,9 @@ def test_webhook_failures_are_retried_logged_and_counted(webhook, capsys):
     finally:
         notifier.close(0)
     output = capsys.readouterr().out
-    failures = [line for line in output.splitlines() if "fingerprint=f " in line]
+    failures = [line for line in output.splitlines() if '"fingerprint":"f"' in line]
     assert len(failures) == 2 and all("alert.webhook_failed" in line for line in failures)
-    assert "status=500" in failures[0]
+    assert '"status":500' in failures[0]
     assert "/hooks/" not in output
 
 

@@ -151,7 +151,7 @@ def test_every_event_type_arrives_as_span_event_counter_point_and_log(receiver):
         assert "user.id" not in point.attributes and "user_id" not in point.attributes
 
     # one log line per event on stdout and over OTLP; audit types also on the audit stream
-    lines = [line for line in stdout_lines(stdout) if line.get("event") == "business_event"]
+    lines = [line for line in stdout_lines(stdout) if line.get("message") == "business_event"]
     business = [line for line in lines if line.get("logger") == "business_events"]
     audit = [line for line in lines if line.get("log.type") == "audit"]
     assert len(business) == len(EventType) + 5
