@@ -1,99 +1,65 @@
-"""The ``chatai-otel`` command line."""
+"""The ``chatai-otel`` command line: ``demo``, ``doctor``, ``view``, ``store``."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from chatai_otel.config import ConfigError, load_settings
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-
-def _endpoint_answers(endpoint: str, timeout: float = 1.0) -> bool:
-    parsed = urllib.parse.urlsplit(endpoint)
-    try:
-        with socket.create_connection(
-            (parsed.hostname or "localhost", parsed.port or 4317), timeout
-        ):
-            return True
-    except OSError:
-        return False
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def demo(args: argparse.Namespace) -> int:
-    """Run the quickstart backend under opentelemetry-instrument and drive a few requests."""
-    try:
-        settings = load_settings()
-    except ConfigError as error:
-        print(f"chatai-otel: configuration error: {error}", file=sys.stderr)
-        return 2
-    env = dict(os.environ)
-    receiver = None
-    if _endpoint_answers(settings.traces.endpoint):
-        print(f"demo: exporting to the collector at {settings.traces.endpoint}")
-    else:
-        from chatai_otel.receiver import OTLPReceiver
+    """The example backend and worker under the distro, a scripted workload, the result."""
+    from chatai_otel.demo import DemoOptions, run
 
-        receiver = OTLPReceiver().start()
-        env.update(receiver.env())
-        print(
-            f"demo: no collector at {settings.traces.endpoint}; "
-            f"using an embedded OTLP receiver on {receiver.grpc_endpoint}"
-        )
-    env.setdefault("OTEL_SERVICE_NAME", "chatai-quickstart")
-    env.setdefault("OTEL_METRIC_EXPORT_INTERVAL", "1000")
-    port = _free_port()
-    bin_dir = Path(sys.executable).parent
-    server = subprocess.Popen(
-        [
-            str(bin_dir / "opentelemetry-instrument"),
-            str(bin_dir / "uvicorn"),
-            "app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
-        cwd=str(EXAMPLES / "quickstart"),
-        env=env,
+    redis = "off" if args.no_redis else (args.redis_url or "auto")
+    options = DemoOptions(
+        output=Path(args.output),
+        redis=redis,
+        traces=args.traces,
+        example=Path(args.example) if args.example else None,
     )
+    return run(options)
+
+
+def doctor(args: argparse.Namespace) -> int:
+    """Effective configuration, endpoint reachability, instrumentations, versions."""
+    from chatai_otel.doctor import run
+
+    return run(timeout=args.timeout)
+
+
+def view(args: argparse.Namespace) -> int:
+    """The terminal waterfall (and metrics) of OTLP/JSON files."""
+    from chatai_otel.otlpjson import read
+    from chatai_otel.view import Collected, group_traces, pick_traces, render_metrics, render_trace
+
+    collected = Collected()
     try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(base + "/ping", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.1)
-        for dialog_id in range(args.requests):
-            urllib.request.urlopen(f"{base}/dialogs/{dialog_id}", timeout=5).read()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
-    if receiver is not None:
-        time.sleep(0.5)
-        counts = receiver.counts()
-        receiver.stop()
-        print(
-            f"demo: received {counts['spans']} spans, {counts['logs']} log records, "
-            f"{counts['metric_points']} metric points"
-        )
+        collected.extend(read(args.files))
+    except (OSError, ValueError) as error:
+        print(f"chatai-otel view: {error}", file=sys.stderr)
+        return 2
+    spans = collected.spans()
+    if args.trace:
+        wanted = [t for t in group_traces(spans) if t.trace_id.startswith(args.trace.lower())]
+        if not wanted:
+            print(f"chatai-otel view: no trace {args.trace} in {len(spans)} spans", file=sys.stderr)
+            return 1
+        traces = wanted
+    else:
+        traces = pick_traces(spans, args.limit)
+    if not traces and not collected.metrics.names():
+        print("chatai-otel view: no spans and no metrics in these files", file=sys.stderr)
+        return 1
+    total = len(group_traces(spans))
+    print(f"{len(spans)} spans in {total} traces; showing {len(traces)}\n")
+    for trace in traces:
+        render_trace(trace)
+        print()
+    if not args.no_metrics:
+        render_metrics(collected.metrics, collected.logs())
     return 0
 
 
@@ -127,8 +93,20 @@ def store_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chatai-otel", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo_parser = commands.add_parser("demo", help="run the example backend and show its telemetry")
-    demo_parser.add_argument("--requests", type=int, default=20)
+
+    demo_parser = commands.add_parser(
+        "demo", help="run the example backend and worker under the distro and show the telemetry"
+    )
+    demo_parser.add_argument(
+        "--output", default="telemetry", help="directory for OTLP/JSON files and app logs"
+    )
+    demo_parser.add_argument("--no-redis", action="store_true", help="in-process queue only")
+    demo_parser.add_argument(
+        "--redis-url",
+        help="Redis for the job queue (default: REDIS_URL, else 127.0.0.1:6379 when it answers)",
+    )
+    demo_parser.add_argument("--traces", type=int, default=4, help="waterfalls to show")
+    demo_parser.add_argument("--example", help="the examples/chatai directory")
     demo_parser.set_defaults(run=demo)
     store_parser = commands.add_parser("store", help="the durable event and error store")
     store_commands = store_parser.add_subparsers(dest="store_command", required=True)
@@ -143,6 +121,20 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--journal-dir", help="default: CHATAI_OTEL_STORE_JOURNAL_DIR")
             sub.add_argument("--timeout", type=float, default=60.0, help="seconds")
         sub.set_defaults(run=store_command)
+
+    doctor_parser = commands.add_parser(
+        "doctor", help="configuration, endpoint, instrumentations and versions, checked"
+    )
+    doctor_parser.add_argument("--timeout", type=float, default=2.0, help="seconds per probe")
+    doctor_parser.set_defaults(run=doctor)
+
+    view_parser = commands.add_parser("view", help="waterfall and metrics of OTLP/JSON files")
+    view_parser.add_argument("files", nargs="+", help="OTLP/JSON files or directories of them")
+    view_parser.add_argument("--trace", help="a trace id (or its start) to show")
+    view_parser.add_argument("--limit", type=int, default=5, help="traces to show")
+    view_parser.add_argument("--no-metrics", action="store_true")
+    view_parser.set_defaults(run=view)
+
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

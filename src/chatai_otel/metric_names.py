@@ -128,6 +128,13 @@ ATTR_STORE_RECORD_KIND: Final = "chatai.store.record.kind"  # event | error
 STORE_WRITE_DURATION: Final = "chatai.store.write.duration"  # chatai_store_write_duration_seconds
 STORE_WRITE_DURATION_UNIT: Final = "s"  # one batch transaction
 
+# --- the Telegram bot (bot.py) -----------------------------------------------------------
+
+BOT_UPDATE_DURATION: Final = "chatai.bot.update.duration"  # chatai_bot_update_duration_seconds
+BOT_UPDATE_DURATION_UNIT: Final = "s"
+ATTR_UPDATE_TYPE: Final = "chatai.telegram.update_type"  # Telegram's fixed set: message, ...
+# ATTR_STATUS: "ok" | "error" | "unhandled" (no handler matched)
+
 ALL_METRICS: Final = (
     BUSINESS_EVENTS,
     BALANCE_AMOUNT,
@@ -143,4 +150,5 @@ ALL_METRICS: Final = (
     STORE_WRITE_FAILURES,
     STORE_RECORDS_DROPPED,
     STORE_WRITE_DURATION,
+    BOT_UPDATE_DURATION,
 )
