@@ -44,12 +44,13 @@ COLLECTOR_CONFIGS = [
     "agent-scaleout.yaml",
     "gateway.yaml",
     "jaeger/config.yaml",
+    "replay.yaml",
 ]
 
 # Component types the configs may use: those of otelcol-contrib (current and deprecated-alias
 # names) and the Jaeger v2 extensions/exporter. A typo in a type fails here, not at `compose up`.
 KNOWN_TYPES = {
-    "receivers": {"otlp", "hostmetrics", "prometheus", "filelog"},
+    "receivers": {"otlp", "hostmetrics", "prometheus", "filelog", "otlpjsonfile"},
     "processors": {
         "memory_limiter",
         "batch",
@@ -309,7 +310,8 @@ def test_the_example_backend_runs_under_opentelemetry_instrument() -> None:
     cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
     assert cmd[:2] == ["opentelemetry-instrument", "uvicorn"]
     assert re.search(r"^FROM python:\d+\.\d+\.\d+-slim$", dockerfile, re.M)
-    assert (ROOT / "examples" / "quickstart" / "app.py").is_file()
+    assert cmd[2] == "chatai.main:app"
+    assert (ROOT / "examples" / "chatai" / "chatai" / "main.py").is_file()
 
 
 def test_the_apps_send_otlp_to_the_collector_ports() -> None:

@@ -1,7 +1,8 @@
 """Every metric name in the alert rules and the Grafana dashboard is one chatai-otel really exports.
 
 The names are not taken from a list: the example backend of docker-compose.yml runs for real
-(``opentelemetry-instrument uvicorn`` on examples/quickstart), the compose worker calls it, and
+(``opentelemetry-instrument uvicorn chatai.main:app`` from examples/chatai) with its worker on a
+Redis list, the compose traffic (the demo's scripted session) drives them once, and
 tests/apps/metrics_tour.py drives events, errors, @track, AI responses, health checks and the
 SDK's queues through the public API, all exporting to a real OTLP receiver. What arrives is
 translated with ``collector_support.prometheus_name`` (the collector's prometheus exporter rules)
@@ -13,6 +14,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +26,6 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 
 from chatai_otel.receiver import OTLPReceiver
 from collector_support import (
-    COLLECTOR,
     ROOT,
     alert_rules,
     dashboard_queries,
@@ -36,6 +37,8 @@ from collector_support import (
     promql_metric_names,
 )
 from conftest import APPS, AppProcess, bin_path, free_port, telemetry_env
+
+EXAMPLE = ROOT / "examples" / "chatai"
 
 # Series that Prometheus holds but chatai-otel does not export: where each comes from.
 NOT_FROM_THE_PACKAGE = {
@@ -105,44 +108,50 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
     result = Exported()
     tmp = tmp_path_factory.mktemp("example-run")
     with OTLPReceiver(on_request=_collect(result)) as receiver:
-        # 1. the compose backend: the Dockerfile's command, on examples/quickstart
+        # 1. the compose backend and worker: the Dockerfile's command and the worker's, on
+        # examples/chatai with SQLite and a Redis queue of this run's own
         port = free_port()
+        run = uuid.uuid4().hex[:8]
+        app_env = {
+            "PYTHONPATH": str(EXAMPLE),
+            "DATABASE_URL": f"sqlite:///{tmp / 'chatai.db'}",
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "CHATAI_QUEUE": f"test:metric-names:{run}:jobs",
+            "CHATAI_RATE_LIMIT_PREFIX": f"test:metric-names:{run}:rl",
+        }
         backend = AppProcess(
             [
                 bin_path("opentelemetry-instrument"),
                 bin_path("uvicorn"),
-                "--app-dir",
-                str(ROOT / "examples" / "quickstart"),
-                "app:app",
+                "chatai.main:app",
                 "--host",
                 "127.0.0.1",
                 "--port",
                 str(port),
                 "--no-access-log",
             ],
-            telemetry_env(receiver, OTEL_SERVICE_NAME="chatai-backend"),
+            telemetry_env(receiver, OTEL_SERVICE_NAME="chatai-backend", **app_env),
             port,
             tmp,
         )
+        worker = None
         try:
-            backend.wait_ready()
-            # 2. the compose worker: collector/example/worker.py, a few rounds
-            worker = subprocess.run(
-                [sys.executable, str(COLLECTOR / "example" / "worker.py")],
-                env=telemetry_env(
-                    receiver,
-                    OTEL_SERVICE_NAME="chatai-worker",
-                    BACKEND_URL=backend.url,
-                    WORKER_ROUNDS="4",
-                    WORKER_INTERVAL="0.05",
-                    WORKER_HEARTBEAT=str(tmp / "heartbeat"),
-                ),
+            backend.wait_ready("/health/live")
+            worker = AppProcess(
+                [sys.executable, "-m", "chatai.worker"],
+                telemetry_env(receiver, OTEL_SERVICE_NAME="chatai-worker", **app_env),
+                None,
+                tmp,
+            )
+            # 2. the compose traffic: one run of the scripted session
+            traffic = subprocess.run(
+                [sys.executable, "-m", "chatai.workload", "--url", backend.url],
+                env=telemetry_env(None, **app_env),
                 capture_output=True,
                 text=True,
-                timeout=60,
+                timeout=90,
             )
-            assert worker.returncode == 0, worker.stderr[-3000:]
-            assert "WORKER-DONE" in worker.stdout
+            assert traffic.returncode == 0, traffic.stdout[-3000:] + traffic.stderr[-3000:]
             assert httpx.get(f"{backend.url}/no-such-route").status_code == 404
             # 3. the tour of the public API; tiny SDK queues so that drops happen and are counted
             tour = subprocess.run(
@@ -174,11 +183,14 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
                 timeout=20,
             )
         finally:
-            backend.signal()
-            try:
-                backend.wait(15)
-            finally:
-                backend.stop()
+            for process in (worker, backend):
+                if process is None:
+                    continue
+                process.signal()
+                try:
+                    process.wait(15)
+                finally:
+                    process.stop()
         time.sleep(0.3)
         result.spans = receiver.spans()
     yield result
@@ -273,18 +285,22 @@ def test_the_sdk_counts_what_its_full_queues_drop(exported: Exported) -> None:
 
 
 def test_worker_and_backend_traces_join(exported: Exported) -> None:
-    """What `docker compose up` shows in Jaeger: worker spans with the backend's under them."""
-    worker = [s for s in exported.spans if s.name == "worker.sync_dialog"]
-    assert len(worker) == 4
+    """What `docker compose up` shows in Jaeger: the worker's job spans in the request's trace."""
+    worker = [
+        s
+        for s in exported.spans
+        if s.kind == 5 and s.resource.get("service.name") == "chatai-worker"
+    ]
+    assert len(worker) == 2  # the document upload and the handoff request each queue a job
     server = {
         s.trace_id: s
         for s in exported.spans
         if s.kind == 2 and s.resource.get("service.name") == "chatai-backend"
     }
     for span in worker:
-        assert span.resource["service.name"] == "chatai-worker"
         assert span.trace_id in server, "the backend's server span is not in the worker's trace"
-        assert server[span.trace_id].attributes.get("http.route") == "/dialogs/{dialog_id}"
+    routes = {server[s.trace_id].attributes.get("http.route") for s in worker}
+    assert routes == {"/documents", "/dialogs/{dialog_id}/handoff"}
 
 
 def _closest(name: str, emitted: set[str]) -> str:

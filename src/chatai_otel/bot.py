@@ -171,7 +171,7 @@ class TelemetryMiddleware:
             if "chatai.telegram.update_id" in attributes:
                 bound["request_id"] = f"tg-{attributes['chatai.telegram.update_id']}"
             if "user.id" in attributes:
-                bound["user_id"] = attributes["user.id"]
+                bound["user_id"] = int(attributes["user.id"])
             if "chatai.telegram.chat_id" in attributes:
                 bound["chat_id"] = attributes["chatai.telegram.chat_id"]
         except Exception:

@@ -199,12 +199,12 @@ class Demo:
 
     # --- processes --------------------------------------------------------------------------
 
-    def start(self, name: str, args: list[str], env: dict[str, str], logs: Path) -> None:
+    def start(self, name: str, args: list[str], env: dict[str, str], logs: Path, cwd: Path) -> None:
         log_path = logs / f"{name}.log"
         with log_path.open("wb") as sink:
             process = subprocess.Popen(
                 args,
-                cwd=str(self.example),
+                cwd=str(cwd),
                 env=env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -287,6 +287,7 @@ class Demo:
                 ],
                 {**env, "OTEL_SERVICE_NAME": "chatai-backend"},
                 logs_dir,
+                database_dir,
             )
             base = f"http://127.0.0.1:{port}"
             self.wait_until("backend", lambda _p: _answers(base + "/health/live"), 60)
@@ -296,6 +297,7 @@ class Demo:
                     [sys.executable, "-m", "chatai.worker"],
                     {**env, "OTEL_SERVICE_NAME": "chatai-worker"},
                     logs_dir,
+                    database_dir,
                 )
                 self.wait_until("worker", lambda path: b"WORKER-READY" in path.read_bytes(), 60)
 
@@ -355,8 +357,10 @@ class Demo:
                 "OTEL_BLRP_SCHEDULE_DELAY": "200",
                 "CHATAI_OTEL_LOG_FORMAT": "json",
                 "CHATAI_OTEL_ALERT_WEBHOOK_URL": inbox.url,
-                "DATABASE_URL": f"sqlite:///{database_dir / 'chatai.db'}",
+                # relative to the apps' working directory (database_dir): spans say chatai.db
+                "DATABASE_URL": "sqlite:///chatai.db",
                 "CHATAI_QUEUE": queue,
+                "CHATAI_RATE_LIMIT_PREFIX": queue.removesuffix(":jobs") + ":rl",
             }
         )
         env.setdefault("CHATAI_OTEL_ENVIRONMENT", "demo")

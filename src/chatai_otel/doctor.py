@@ -110,8 +110,11 @@ def _disabled() -> set[str]:
     return {item.strip() for item in raw.split(",") if item.strip()}
 
 
-def _conflict_text(conflict: Any) -> str:
+def _conflict_text(conflict: Any, requirement: str | None = None) -> str:
+    """``redis 1.0 is installed, outside the supported range redis >= 2.6`` (markers dropped)."""
     required = getattr(conflict, "required", None)
+    if required:
+        required = requirement or str(required).split(";", 1)[0].strip()
     found = getattr(conflict, "found", None)
     if required and found:
         return f"{found} is installed, outside the supported range {required}"
@@ -168,7 +171,8 @@ def instrumentations() -> list[Instrumentation]:
             continue
         library = libraries.get(name)
         if conflict is not None:
-            result[name] = Instrumentation(name, False, _conflict_text(conflict))
+            requirement = library.requirement if library is not None else None
+            result[name] = Instrumentation(name, False, _conflict_text(conflict, requirement))
             continue
         what = library.gives if library is not None else "stock instrumentor"
         version = _version(library.distribution) if library is not None else None

@@ -22,7 +22,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import json_format
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import (
@@ -493,7 +492,10 @@ class _HttpHandler(BaseHTTPRequestHandler):
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         try:
             if content_type == "application/json":
-                json_format.Parse(body, request)
+                # OTLP/JSON: hex trace/span ids, which the plain protobuf mapping would misread
+                from chatai_otel.otlpjson import decode
+
+                request = decode(body, signal)[1]
             else:
                 request.ParseFromString(body)
         except Exception:

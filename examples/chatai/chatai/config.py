@@ -13,6 +13,7 @@ class AppConfig:
     redis_url: str | None
     queue: str  # the Redis list (or in-process queue name) jobs go through
     rate_limit: int  # messages per user per minute
+    rate_limit_prefix: str  # of the Redis keys counting them
     signup_credit: float  # balance a new user starts with
 
 
@@ -33,6 +34,7 @@ def load() -> AppConfig:
         redis_url=os.environ.get("REDIS_URL") or None,
         queue=os.environ.get("CHATAI_QUEUE", "chatai:jobs"),
         rate_limit=int(os.environ.get("CHATAI_RATE_LIMIT", "30")),
+        rate_limit_prefix=os.environ.get("CHATAI_RATE_LIMIT_PREFIX", "chatai:rl"),
         signup_credit=float(os.environ.get("CHATAI_SIGNUP_CREDIT", "0")),
     )
 

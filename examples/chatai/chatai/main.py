@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, UploadFile
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -41,6 +42,7 @@ from chatai_otel import (
     instrument_app,
     track_error,
 )
+from chatai_otel.web import request_id
 
 log = get_logger("chatai.api")
 MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
@@ -57,7 +59,7 @@ queue: jobs.JobQueue = (
     if config.redis_url
     else jobs.MemoryQueue(config.queue)
 )
-limiter = RateLimiter(config.rate_limit, redis_client)
+limiter = RateLimiter(config.rate_limit, redis_client, config.rate_limit_prefix)
 
 checker = HealthChecker()
 checker.add_database(engine)
@@ -168,7 +170,7 @@ class TopUp(BaseModel):
 
 
 @app.post("/balance/top-up")
-async def top_up(body: TopUp, user: CurrentUser) -> dict[str, Any]:
+async def top_up(body: TopUp, user: CurrentUser) -> Any:
     try:
         charge_id = await payments.charge_card(body.payment_token, body.amount)
     except payments.PaymentDeclinedError as exc:
@@ -183,7 +185,15 @@ async def top_up(body: TopUp, user: CurrentUser) -> dict[str, Any]:
             ErrorSeverity.CRITICAL,
             {"amount": body.amount, "payment_token": body.payment_token, "provider": "stand-in"},
         )
-        raise HTTPException(502, "payment provider unavailable, you were not charged") from None
+        # Answered here, not raised: an HTTPException >= 500 would be counted a second time
+        # by the web layer as a generic system error.
+        return JSONResponse(
+            {
+                "detail": "payment provider unavailable, you were not charged",
+                "request_id": request_id(),
+            },
+            status_code=502,
+        )
     async with db_sessions() as session:
         account = await session.get(User, user.id, with_for_update=True)
         assert account is not None
