@@ -161,4 +161,6 @@ def test_the_replay_config_reads_what_the_demo_writes():
     host, _, port = config["exporters"]["otlp_grpc"]["endpoint"].partition(":")
     assert host in compose["services"] and port == "4317"
     # the network name the README's docker run uses: <project name>_default
-    assert f"--network {compose['name']}_default" in (root / "collector" / "replay.yaml").read_text()
+    assert (
+        f"--network {compose['name']}_default" in (root / "collector" / "replay.yaml").read_text()
+    )
