@@ -147,7 +147,7 @@ def test_log_lines_carry_user_chat_and_trace(fed, bot_receiver):
             and r.trace_id == spans[2].trace_id
         ),
     )[0]
-    assert str(event.attributes["user_id"]) == "111"
+    assert str(event.attributes["user.id"]) == "111"  # user_id on the line, user.id in OTLP
     assert event.attributes["request_id"] == "tg-2"
 
 

@@ -137,6 +137,30 @@ def test_demo_without_a_collector_writes_otlp_json_files(file_run):
     assert "WORKER-READY" in (cwd / "telemetry" / "worker.log").read_text()
 
 
+def test_events_and_errors_are_rows_in_the_durable_store(file_run):
+    """The demo turns chatai-otel's store on (SQLite next to the files): one row per event/error."""
+    import sqlite3
+
+    cwd, done = file_run
+    with sqlite3.connect(cwd / "telemetry" / "events.db") as conn:
+        events = dict(
+            conn.execute("SELECT event_type, count(*) FROM business_event_log GROUP BY 1")
+        )
+        critical = conn.execute(
+            "SELECT error_type, context, trace_id, service FROM error_log WHERE severity = 'critical'"
+        ).fetchall()
+    assert events["ai_response_generated"] == 4 and events["document_processed"] == 1
+    assert events["user_registered"] == 2 and events["handoff_accepted"] == 1
+    assert (
+        "Durable store (telemetry/events.db, SQLite): 22 rows in business_event_log" in done.stdout
+    )
+    ((error_type, context, trace_id, service),) = critical
+    assert error_type.endswith("PaymentProviderError") and service == "chatai-backend"
+    assert json.loads(context)["payment_token"] == "[REDACTED]"
+    server = [s for s in _spans_from_files(cwd) if s.trace_id == trace_id and s.kind == SERVER]
+    assert server and server[0].attributes["http.route"] == "/balance/top-up"
+
+
 def _spans_from_files(cwd: Path) -> list[ReceivedSpan]:
     collected = Collected()
     for line in (cwd / "telemetry" / "traces.jsonl").read_text().splitlines():

@@ -266,6 +266,17 @@ class Demo:
         receiver = OTLPReceiver(keep=False, on_request=self.on_request).start()
         try:
             env = self._env(receiver, inbox, database_dir, redis_url, queue)
+            store = output / "events.db"
+            for stale in output.glob("events.db*"):
+                stale.unlink()
+            env.update(
+                {
+                    # the durable event store (chatai_otel.store): every business event and
+                    # error as a row, here in SQLite next to the files
+                    "CHATAI_OTEL_STORE_URL": f"sqlite:///{store}",
+                    "CHATAI_OTEL_STORE_CREATE_TABLES": "true",
+                }
+            )
             port = _free_port()
             bin_dir = Path(sys.executable).parent
             self.say(
@@ -285,7 +296,11 @@ class Demo:
                     str(port),
                     "--no-access-log",
                 ],
-                {**env, "OTEL_SERVICE_NAME": "chatai-backend"},
+                {
+                    **env,
+                    "OTEL_SERVICE_NAME": "chatai-backend",
+                    "CHATAI_OTEL_STORE_JOURNAL_DIR": str(database_dir / "journal-backend"),
+                },
                 logs_dir,
                 database_dir,
             )
@@ -295,7 +310,11 @@ class Demo:
                 self.start(
                     "worker",
                     [sys.executable, "-m", "chatai.worker"],
-                    {**env, "OTEL_SERVICE_NAME": "chatai-worker"},
+                    {
+                        **env,
+                        "OTEL_SERVICE_NAME": "chatai-worker",
+                        "CHATAI_OTEL_STORE_JOURNAL_DIR": str(database_dir / "journal-worker"),
+                    },
                     logs_dir,
                     database_dir,
                 )
@@ -371,6 +390,19 @@ class Demo:
             env.pop("REDIS_URL", None)
         return env
 
+    def _show_store(self, path: Path) -> None:
+        rows = _store_rows(path)
+        if rows is None:
+            self.say(self.style.red(f"Durable store: nothing in {_relative(path)}"))
+            return
+        events, errors = rows
+        self.say(
+            f"{self.style.bold('Durable store')} ({_relative(path)}, SQLite): "
+            f"{sum(n for _t, n in events)} rows in business_event_log, "
+            f"{sum(n for *_k, n in errors)} in error_log "
+            f"({', '.join(f'{c}/{s} {n}' for c, s, n in errors)})"
+        )
+
     def _workload(self, base: str) -> Any:
         sys.path.insert(0, str(self.example))
         try:
@@ -426,6 +458,7 @@ class Demo:
             render_trace(trace, out)
             print(file=out)
         render_metrics(self.collected.metrics, logs, out)
+        self._show_store(output / "events.db")
         if inbox.alerts:
             alert = inbox.alerts[0]
             self.say(
@@ -453,6 +486,25 @@ class Demo:
             f"  app logs: {_relative(output)}/backend.log"
             + (f", {_relative(output)}/worker.log" if len(self.processes) > 1 else "")
         )
+
+
+def _store_rows(path: Path) -> tuple[list[tuple[str, int]], list[tuple[str, str, int]]] | None:
+    """Business events by type and errors by category/severity in the store's SQLite file."""
+    import sqlite3
+
+    if not path.exists():
+        return None
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+            events = conn.execute(
+                "SELECT event_type, count(*) FROM business_event_log GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+            errors = conn.execute(
+                "SELECT category, severity, count(*) FROM error_log GROUP BY 1, 2 ORDER BY 1"
+            ).fetchall()
+        return events, errors
+    except sqlite3.Error:
+        return None
 
 
 def _answers(url: str) -> bool:
