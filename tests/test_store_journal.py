@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from chatai_otel import journal as journal_module
 from chatai_otel.journal import HEADER, Journal, open_journals
 
 SEGMENT = 4096
@@ -97,12 +101,12 @@ async def test_stale_frames_of_a_recycled_file_are_never_read(tmp_path: Path) ->
     old = [f"old-{i:04d}".encode() * 20 for i in range(200)]
     await append_durably(journal, old)
     read_all(journal)
-    journal.commit()  # retired segments: one becomes a spare, full of well-formed old frames
-    assert len(list(tmp_path.glob("slot-*/spare-*.journal"))) == 1
+    journal.commit()  # retired segments: two become spares, full of well-formed old frames
+    assert len(list(tmp_path.glob("slot-*/*.spare"))) == 2
     (active,) = segment_files(tmp_path)
-    new = [f"new-{i:04d}".encode() * 20 for i in range(40)]  # more than a segment: uses the spare
+    new = [f"new-{i:04d}".encode() * 20 for i in range(60)]  # over two segments: uses both spares
     await append_durably(journal, new)
-    assert list(tmp_path.glob("slot-*/spare-*.journal")) == []
+    assert list(tmp_path.glob("slot-*/*.spare")) == []
     journal.close(5)
     journal.release()  # a crash: the next start scans leftovers up to their first invalid frame
     again = open_own(tmp_path)
@@ -145,3 +149,58 @@ def test_slots_are_exclusive_and_orphans_with_leftovers_are_adopted(tmp_path: Pa
     assert [o.slot.name for o in orphans] == ["slot-1"]
     for journal in (fourth, *orphans):
         journal.release()
+
+
+async def test_records_past_the_memory_handoff_bound_are_read_from_disk_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "_HANDOFF_BYTES", 2000)
+    journal = open_own(tmp_path).start()
+    sources = {"memory": 0, "disk": 0}
+    take, read_disk = journal._take_handoff, journal._read_segment
+
+    def counting_take(*args: Any) -> bool:
+        taken = take(*args)
+        sources["memory"] += taken
+        return taken
+
+    def counting_disk(*args: Any) -> None:
+        sources["disk"] += 1
+        read_disk(*args)
+
+    monkeypatch.setattr(journal, "_take_handoff", counting_take)
+    monkeypatch.setattr(journal, "_read_segment", counting_disk)
+    payloads = [f"rec-{i:05d}".encode() * 8 for i in range(400)]
+    got: list[bytes] = []
+    for start in range(0, 400, 10):  # separate group commits of 880 bytes: two fit the bound
+        await append_durably(journal, payloads[start : start + 10])
+        if start % 50 == 40:
+            got.extend(journal.read(37))  # the reader frees the bound now and then
+    while batch := journal.read(37):
+        got.extend(batch)
+    assert got == payloads
+    assert sources["memory"] > 0 and sources["disk"] > 0, sources
+    journal.commit()
+    assert journal.committed == 400
+    journal.close(5)
+    journal.release()
+
+
+async def test_a_spare_in_use_whose_rename_was_lost_is_still_replayed(tmp_path: Path) -> None:
+    journal = open_own(tmp_path).start()
+    first = [f"a-{i:04d}".encode() * 20 for i in range(30)]
+    await append_durably(journal, first)
+    read_all(journal)
+    journal.commit()
+    journal.prepare_spare(budget=1 << 30)
+    (spare,) = tmp_path.glob("slot-*/*.spare")
+    more = [f"b-{i:04d}".encode() * 20 for i in range(40)]  # fills the active, rolls onto the spare
+    await append_durably(journal, more)
+    journal.close(5)
+    journal.release()
+    in_use = spare.with_suffix(".journal")
+    assert in_use.exists()
+    in_use.rename(spare)  # the crash took the (unsynced, cosmetic) rename with it
+    again = open_own(tmp_path)
+    assert read_all(again)[-len(more) :] == more
+    again.release()

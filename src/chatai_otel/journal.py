@@ -32,6 +32,7 @@ This module imports nothing of ours.
 from __future__ import annotations
 
 import asyncio
+import collections
 import fcntl
 import logging
 import os
@@ -50,9 +51,10 @@ _log = logging.getLogger("chatai_otel.journal")
 
 HEADER = struct.Struct("<II")  # payload length, crc32 of the payload seeded with the segment nonce
 _SEGMENT_NAME = re.compile(r"^(\d{20})-([0-9a-f]{16})\.journal$")
-_SPARE_NAME = re.compile(r"^spare-(\d+)\.journal$")
+_SPARE_NAME = re.compile(r"^(\d{20})-([0-9a-f]{16})\.spare$")
 _ZEROS = bytes(1 << 20)
 _READ_CHUNK = 1 << 20
+_HANDOFF_BYTES = 32 << 20  # records kept in memory for the reader, beyond that read from disk
 
 
 class JournalClosedError(RuntimeError):
@@ -77,6 +79,30 @@ class _Segment:
     @property
     def name(self) -> str:
         return f"{self.seq:020d}-{self.nonce:016x}.journal"
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """Records just fsynced at ``[start, end)`` of a segment, for the reader."""
+
+    segment: _Segment
+    start: int
+    end: int
+    payloads: list[bytes]
+
+
+def _holds_a_record(segment: _Segment) -> bool:
+    """True when the file starts with a frame that checks under the segment's nonce."""
+    try:
+        with open(segment.path, "rb") as file:
+            header = file.read(HEADER.size)
+            if len(header) < HEADER.size:
+                return False
+            length, crc = HEADER.unpack(header)
+            payload = file.read(length) if 0 < length <= segment.size else b""
+    except OSError:
+        return False
+    return bool(len(payload) == length > 0 and zlib.crc32(payload, segment.seed) == crc)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -111,7 +137,7 @@ class Journal:
         lock_fd: int,
         *,
         segment_bytes: int,
-        spares: int = 1,
+        spares: int = 2,
         writable: bool = True,
         on_durable: Callable[[], None] | None = None,
     ) -> None:
@@ -128,7 +154,7 @@ class Journal:
         self._closing = False
         self._thread: threading.Thread | None = None
         self._segments: list[_Segment] = []
-        self._spares: list[Path] = []
+        self._spares: list[_Segment] = []  # named for their future use: seq and nonce reserved
         self._active: _Segment | None = None
         self._active_fd: int | None = None
         self._broken = False  # the active segment saw a write/fsync error: roll before reuse
@@ -139,6 +165,10 @@ class Journal:
         self.durable = 0
         self.committed = 0
         self.failed = 0
+        # fsynced records handed to the reader in memory, so it does not read back what was
+        # just written; bounded: past the bound the reader reads those records from disk
+        self._handoff: collections.deque[_Chunk] = collections.deque()
+        self._handoff_bytes = 0
         # reader state (writer thread only)
         self._rseg: _Segment | None = None
         self._roff = 0
@@ -151,34 +181,31 @@ class Journal:
     def _recover(self) -> None:
         """Find leftover segments and spares; drop half-made temporary files."""
         max_seq = 0
-        spare_no = 0
         for entry in sorted(self.slot.iterdir()):
             if entry.name.endswith(".tmp"):
                 entry.unlink(missing_ok=True)
                 continue
-            match = _SEGMENT_NAME.match(entry.name)
-            if match:
-                size = entry.stat().st_size
-                segment = _Segment(
-                    seq=int(match[1]),
-                    nonce=int(match[2], 16),
-                    path=entry,
-                    fresh=False,
-                    sealed=True,
-                    size=size,
-                )
-                self._segments.append(segment)
-                self.disk_bytes += size
-                max_seq = max(max_seq, segment.seq)
+            match = _SEGMENT_NAME.match(entry.name) or _SPARE_NAME.match(entry.name)
+            if not match:
                 continue
-            spare = _SPARE_NAME.match(entry.name)
-            if spare:
-                self._spares.append(entry)
-                self.disk_bytes += entry.stat().st_size
-                spare_no = max(spare_no, int(spare[1]) + 1)
+            size = entry.stat().st_size
+            segment = _Segment(
+                seq=int(match[1]), nonce=int(match[2], 16), path=entry, fresh=False, size=size
+            )
+            segment.sealed = True
+            self.disk_bytes += size
+            max_seq = max(max_seq, segment.seq)
+            if entry.suffix == ".spare" and not _holds_a_record(segment):
+                segment.fresh = True
+                segment.sealed = False
+                self._spares.append(segment)
+            else:
+                # A spare holding records was in use when the process died (its rename to
+                # .journal is cosmetic and need not have reached the disk).
+                self._segments.append(segment)
         self._segments.sort(key=lambda s: s.seq)
+        self._spares.sort(key=lambda s: s.seq)
         self._next_seq = max_seq + 1
-        self._next_spare = spare_no
         if self._segments:
             self._rseg = self._segments[0]
 
@@ -211,12 +238,16 @@ class Journal:
                 self._cond.notify()
 
     def reusable_bytes(self) -> int:
-        """Bytes on disk that new records can take: spares and the active segment's free end."""
-        with self._lock:
-            free = len(self._spares) * self.segment_bytes - self._pending_bytes
-            if self._active is not None:
-                free += max(0, self._active.size - self._active.end)
-            return free
+        """Bytes on disk that new records can take: spares and the active segment's free end.
+
+        Read without the lock (every put() asks): a momentarily stale answer only moves
+        the budget check by one group commit.
+        """
+        free = len(self._spares) * self.segment_bytes - self._pending_bytes
+        active = self._active
+        if active is not None:
+            free += max(0, active.size - active.end)
+        return free
 
     @property
     def pending(self) -> int:
@@ -259,26 +290,30 @@ class Journal:
     def _write(self, payloads: list[bytes]) -> None:
         """Write and fsync, rolling segments as they fill; ``_written`` counts what is durable."""
         chunk: list[bytes] = []
+        first = 0
         segment = self._ensure_active()
         offset = segment.end
-        for payload in payloads:
+        for index, payload in enumerate(payloads):
             frame_size = HEADER.size + len(payload)
             if offset + frame_size > self.segment_bytes and offset > 0:
-                self._flush_chunk(segment, chunk, offset)
-                chunk = []
+                self._flush_chunk(segment, chunk, offset, payloads[first:index])
+                chunk, first = [], index
                 segment = self._roll()
                 offset = segment.end
             chunk.append(HEADER.pack(len(payload), zlib.crc32(payload, segment.seed)))
             chunk.append(payload)
             offset += frame_size
-        self._flush_chunk(segment, chunk, offset)
+        self._flush_chunk(segment, chunk, offset, payloads[first:])
 
-    def _flush_chunk(self, segment: _Segment, chunk: list[bytes], new_end: int) -> None:
+    def _flush_chunk(
+        self, segment: _Segment, chunk: list[bytes], new_end: int, payloads: list[bytes]
+    ) -> None:
         if not chunk:
             return
         assert self._active_fd is not None
+        start = segment.end
         try:
-            _write_all(self._active_fd, b"".join(chunk), segment.end)
+            _write_all(self._active_fd, b"".join(chunk), start)
             os.fdatasync(self._active_fd)
         except OSError:
             self._broken = True  # after a failed fsync the page cache cannot be trusted
@@ -288,6 +323,10 @@ class Journal:
                 self.disk_bytes += new_end - segment.size
                 segment.size = new_end
             segment.end = new_end
+            size = new_end - start
+            if self._handoff_bytes + size <= _HANDOFF_BYTES:
+                self._handoff.append(_Chunk(segment, start, new_end, payloads))
+                self._handoff_bytes += size
         self._written += len(chunk) // 2  # a header and a payload per record
 
     def _resolve(
@@ -314,31 +353,27 @@ class Journal:
         return self._active
 
     def _roll(self) -> _Segment:
-        """Seal the active segment and start the next one, on a spare when there is one."""
+        """Seal the active segment and go on in the next one: a spare, if one is ready.
+
+        A spare's name (sequence number and nonce) was made durable when it was
+        prepared, so rolling onto it costs no fsync on this, the latency path.
+        """
         with self._lock:
             if self._active is not None:
                 self._active.sealed = True
+            spare = self._spares.pop(0) if self._spares else None
         self._close_active()
         self._broken = False
-        segment = _Segment(
-            seq=self._next_seq,
-            nonce=secrets.randbits(64),
-            path=self.slot / "unused",
-            fresh=True,
-        )
-        segment.path = self.slot / segment.name
-        self._next_seq += 1
-        with self._lock:
-            spare = self._spares.pop(0) if self._spares else None
         if spare is not None:
-            os.rename(spare, segment.path)
-            segment.size = segment.path.stat().st_size
+            segment = spare
+            journal_path = segment.path.with_suffix(".journal")
+            os.rename(segment.path, journal_path)  # cosmetic: recovery reads .spare files too
+            segment.path = journal_path
         else:
             # No spare ready (start-up, or the writer fell behind): a zero-filled file now.
-            segment.size = self._make_zeroed(segment.path, self.segment_bytes)
+            segment = self._new_segment(self._take_seq(), ".journal")
             with self._lock:
                 self.disk_bytes += segment.size
-        _fsync_dir(self.slot)  # the name must be durable before any record in it is acknowledged
         self._active_fd = os.open(segment.path, os.O_WRONLY)
         with self._lock:
             self._active = segment
@@ -348,6 +383,32 @@ class Journal:
                 self._roff = 0
         return segment
 
+    def _take_seq(self) -> int:
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq += 1
+            return seq
+
+    def _new_segment(self, seq: int, suffix: str) -> _Segment:
+        """A zero-filled file under its durable name (written a MiB at a time, so the disk
+        queue never holds a whole segment in front of the commit thread's fsync)."""
+        segment = _Segment(seq=seq, nonce=secrets.randbits(64), path=self.slot, fresh=True)
+        final = self.slot / (segment.name.removesuffix(".journal") + suffix)
+        tmp = final.with_name(final.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            left = self.segment_bytes
+            while left > 0:
+                left -= os.write(fd, _ZEROS[: min(left, len(_ZEROS))])
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+        _fsync_dir(self.slot)
+        segment.path = final
+        segment.size = self.segment_bytes
+        return segment
+
     def _close_active(self) -> None:
         if self._active_fd is not None:
             try:
@@ -355,20 +416,6 @@ class Journal:
             except OSError:
                 pass
             self._active_fd = None
-
-    @staticmethod
-    def _make_zeroed(path: Path, size: int) -> int:
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            left = size
-            while left > 0:
-                left -= os.write(fd, _ZEROS[: min(left, len(_ZEROS))])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        return size
 
     # --- the reader (the store's writer thread) -------------------------------------------
 
@@ -384,8 +431,12 @@ class Journal:
                 limit = segment.end if segment.fresh else segment.size
                 index = self._segments.index(segment)
                 following = self._segments[index + 1] if index + 1 < len(self._segments) else None
+            wanted, before = max_records - len(out), len(out)
             if not segment.exhausted and self._roff < limit:
-                self._read_segment(segment, limit, max_records - len(out), out)
+                if not (segment.fresh and self._take_handoff(segment, wanted, out)):
+                    self._read_segment(segment, limit, wanted, out)
+                if len(out) > before and not segment.exhausted:
+                    continue  # more of this segment may be there (the next chunk, say)
             done = segment.exhausted or (segment.fresh and sealed and self._roff >= limit)
             if not segment.fresh and self._roff >= limit:
                 segment.exhausted = done = True
@@ -396,6 +447,31 @@ class Journal:
                 self._rseg = following
                 self._roff = 0
         return out
+
+    def _take_handoff(self, segment: _Segment, wanted: int, out: list[bytes]) -> bool:
+        """Take the records at the cursor from memory; False when they must come from disk."""
+        with self._lock:
+            handoff = self._handoff
+            while handoff and (
+                handoff[0].segment.seq < segment.seq
+                or (handoff[0].segment is segment and handoff[0].end <= self._roff)
+            ):  # the reader got these from disk already
+                self._handoff_bytes -= handoff[0].end - handoff[0].start
+                handoff.popleft()
+            if not handoff or handoff[0].segment is not segment or handoff[0].start != self._roff:
+                return False
+            head = handoff[0]
+            taken = head.payloads[:wanted]
+            size = sum(len(p) for p in taken) + HEADER.size * len(taken)
+            if len(taken) == len(head.payloads):
+                handoff.popleft()
+            else:
+                handoff[0] = _Chunk(segment, head.start + size, head.end, head.payloads[wanted:])
+            self._handoff_bytes -= size
+        out.extend(taken)
+        self._roff += size
+        self._read_fresh += len(taken)
+        return True
 
     def _read_segment(self, segment: _Segment, limit: int, wanted: int, out: list[bytes]) -> None:
         """Append up to ``wanted`` frames of one segment to ``out``, advancing the cursor."""
@@ -472,12 +548,20 @@ class Journal:
             self._retire(segment)
 
     def _retire(self, segment: _Segment) -> None:
+        """A committed segment becomes a spare (its blocks stay allocated), or goes."""
         keep = self.writable and len(self._spares) < self._want_spares
         try:
             if keep:
-                spare = self.slot / f"spare-{self._next_spare}.journal"
-                self._next_spare += 1
-                os.rename(segment.path, spare)
+                spare = _Segment(
+                    seq=self._take_seq(),
+                    nonce=secrets.randbits(64),  # its old frames no longer check
+                    path=self.slot,
+                    fresh=True,
+                    size=segment.size,
+                )
+                spare.path = self.slot / spare.name.replace(".journal", ".spare")
+                os.rename(segment.path, spare.path)
+                _fsync_dir(self.slot)  # durable before the commit thread writes a record in it
                 with self._lock:
                     self._spares.append(spare)
             else:
@@ -488,20 +572,16 @@ class Journal:
             _log.exception("chatai-otel: could not retire journal segment %s", segment.path)
 
     def prepare_spare(self, budget: int) -> None:
-        """Keep a zero-filled spare ready (off the latency path), within ``budget`` bytes on disk."""
+        """Off the latency path: a zero-filled spare when none is ready, within ``budget``."""
         if not self.writable:
             return
         with self._lock:
-            if len(self._spares) >= self._want_spares:
+            if self._spares or self.disk_bytes + self.segment_bytes > budget:
                 return
-            if self.disk_bytes + self.segment_bytes > budget:
-                return
-        spare = self.slot / f"spare-{self._next_spare}.journal"
-        self._next_spare += 1
-        size = self._make_zeroed(spare, self.segment_bytes)
+        spare = self._new_segment(self._take_seq(), ".spare")
         with self._lock:
             self._spares.append(spare)
-            self.disk_bytes += size
+            self.disk_bytes += spare.size
 
     @property
     def drained(self) -> bool:
@@ -560,10 +640,9 @@ class Journal:
             spares, self._spares = self._spares, []
         for spare in spares:
             try:
-                size = spare.stat().st_size
-                spare.unlink()
+                spare.path.unlink()
                 with self._lock:
-                    self.disk_bytes -= size
+                    self.disk_bytes -= spare.size
             except OSError:
                 pass
 

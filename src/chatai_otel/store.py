@@ -228,29 +228,12 @@ def _doc(value: Any) -> Any:
     return _strip_nul(value)
 
 
-def _json_text(value: Any) -> str:
-    dumped = orjson.dumps(value if value is not None else {})
-    if b"\\u0000" in dumped:
-        dumped = orjson.dumps(_strip_nul(value))
-    return dumped.decode()
-
-
 def _lengths(table: Table) -> dict[str, int | None]:
     return {c.name: getattr(c.type, "length", None) for c in table.columns if c.name != "id"}
 
 
-_COLUMNS = {kind: list(_lengths(table)) for kind, table in _TABLES.items()}
 _LIMITS = {kind: _lengths(table) for kind, table in _TABLES.items()}
 _DOC_COLUMNS = {"data", "context"}
-
-
-def _copy_row(kind: str, doc: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Column values as COPY takes them (text, JSON as text, timestamp as RFC 3339)."""
-    limits = _LIMITS[kind]
-    return tuple(
-        _json_text(doc.get(name)) if name in _DOC_COLUMNS else _text(doc.get(name), limit)
-        for name, limit in limits.items()
-    )
 
 
 def _python_row(kind: str, doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -335,22 +318,19 @@ def _is_record_error(exc: BaseException) -> bool:
 
 
 class _Database:
-    """The writer thread's one connection: idempotent batch inserts, one transaction each."""
+    """The writer thread's one connection: a batch in one transaction, inserts idempotent."""
 
     def __init__(self, engine: Engine, schema: str | None, create: bool) -> None:
         self.engine = engine
         self.schema = schema
         self._create = create
 
-    def insert(self, kind: str, docs: list[Mapping[str, Any]]) -> int:
-        """Insert docs of one table; return how many rows were new."""
-        raise NotImplementedError
-
-    def commit(self) -> None:
+    def write(self, payloads: list[bytes]) -> dict[str, int]:
+        """Insert journal payloads in order and commit; return the new rows per record kind."""
         raise NotImplementedError
 
     def reset(self) -> None:
-        """Drop the connection after a failure (the next insert reconnects)."""
+        """Drop the connection after a failure (the next write reconnects)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -363,33 +343,61 @@ class _Database:
             self._create = False
 
 
+def _column_from_doc(column: Column[Any], dialect: Any) -> str:
+    """The SQL that takes one column's value out of the staged JSON document ``doc``."""
+    name = column.name
+    if name in _DOC_COLUMNS:  # absent or JSON null: an empty object, as the seed stored
+        return f"coalesce(nullif(doc->'{name}', 'null'::jsonb), '{{}}'::jsonb)"
+    value = f"doc->>'{name}'"
+    length = getattr(column.type, "length", None)
+    if length is not None:
+        return f"left({value}, {int(length)})"  # clipped, not refused
+    if name in ("event_id", "timestamp"):
+        return f"({value})::{column.type.compile(dialect)}"
+    return value
+
+
+def _copy_data(payloads: list[bytes]) -> bytes:
+    """The batch in COPY text format, one document a line, built in two C calls.
+
+    orjson writes no tab or newline (it escapes them), so the only character
+    COPY treats specially is the backslash, which is doubled.
+    """
+    data = b"\n".join(payloads)
+    if b"\\u0000" in data:  # jsonb refuses NUL even escaped: drop the NUL, not the record
+        data = b"\n".join(
+            orjson.dumps(_strip_nul(orjson.loads(p))) if b"\\u0000" in p else p for p in payloads
+        )
+    return (data + b"\n").replace(b"\\", b"\\\\")
+
+
 class _PostgresCopy(_Database):
-    """COPY into a temporary table, then one INSERT ... SELECT ... ON CONFLICT DO NOTHING."""
+    """COPY the journal's JSON documents into a temporary table; INSERT ... SELECT from it.
+
+    PostgreSQL takes the columns out of the documents itself (``doc->>'name'``),
+    so the writer thread does almost no work per row in Python, and holds the
+    GIL that the application's threads and event loop need as little as it can.
+    """
 
     def __init__(self, engine: Engine, schema: str | None, create: bool) -> None:
         super().__init__(engine, schema, create)
         self._raw: Any = None
         preparer = engine.dialect.identifier_preparer
         prefix = f"{preparer.quote_schema(schema)}." if schema else ""
-        self._sql: dict[str, tuple[str, str]] = {}
-        self._ddl: list[str] = []
+        self._ddl = [
+            "SET client_encoding TO 'UTF8'",
+            "CREATE TEMPORARY TABLE IF NOT EXISTS chatai_stage "
+            "(ord bigint GENERATED ALWAYS AS IDENTITY, doc jsonb) ON COMMIT DELETE ROWS",
+        ]
+        self._inserts: dict[str, str] = {}
         for kind, table in _TABLES.items():
-            names = _COLUMNS[kind]
-            cols = ", ".join(preparer.quote(n) for n in names)
-            stage = f"chatai_stage_{table.name}"
-            typed = ", ".join(
-                f"{preparer.quote(c.name)} {c.type.compile(engine.dialect)}"
-                for c in table.columns
-                if c.name != "id"
-            )
-            self._ddl.append(
-                f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (ord integer, {typed}) "
-                "ON COMMIT DELETE ROWS"
-            )
-            self._sql[kind] = (
-                f"COPY {stage} (ord, {cols}) FROM STDIN",
-                f"INSERT INTO {prefix}{preparer.quote(table.name)} ({cols}) "
-                f"SELECT {cols} FROM {stage} ORDER BY ord ON CONFLICT (event_id) DO NOTHING",
+            columns = [c for c in table.columns if c.name != "id"]
+            names = ", ".join(preparer.quote(c.name) for c in columns)
+            values = ", ".join(_column_from_doc(c, engine.dialect) for c in columns)
+            self._inserts[kind] = (
+                f"INSERT INTO {prefix}{preparer.quote(table.name)} ({names}) "
+                f"SELECT {values} FROM chatai_stage WHERE doc->>'kind' = '{kind}' ORDER BY ord "
+                "ON CONFLICT (event_id) DO NOTHING"
             )
 
     def _connection(self) -> Any:
@@ -408,19 +416,18 @@ class _PostgresCopy(_Database):
             self._raw = raw
         return self._raw.driver_connection
 
-    def insert(self, kind: str, docs: list[Mapping[str, Any]]) -> int:
+    def write(self, payloads: list[bytes]) -> dict[str, int]:
         driver = self._connection()
-        copy_sql, insert_sql = self._sql[kind]
-        rows = [_copy_row(kind, doc) for doc in docs]
+        data = _copy_data(payloads)
+        written: dict[str, int] = {}
         with driver.cursor() as cur:
-            with cur.copy(copy_sql) as copy:
-                for number, row in enumerate(rows):
-                    copy.write_row((number, *row))
-            cur.execute(insert_sql)
-            return max(int(cur.rowcount), 0)
-
-    def commit(self) -> None:
-        self._connection().commit()
+            with cur.copy("COPY chatai_stage (doc) FROM STDIN") as copy:
+                copy.write(data)
+            for kind, statement in self._inserts.items():
+                cur.execute(statement)
+                written[kind] = max(int(cur.rowcount), 0)
+        driver.commit()
+        return written
 
     def reset(self) -> None:
         raw, self._raw = self._raw, None
@@ -449,15 +456,22 @@ class _SqlAlchemyInsert(_Database):
             self._conn = _translated(self.engine, self.schema).connect()
         return self._conn
 
-    def insert(self, kind: str, docs: list[Mapping[str, Any]]) -> int:
+    def write(self, payloads: list[bytes]) -> dict[str, int]:
         conn = self._connection()
-        rows = [_python_row(kind, doc) for doc in docs]
-        result = conn.execute(self._statements[kind], rows)
-        count = result.rowcount
-        return count if isinstance(count, int) and count >= 0 else len(rows)
-
-    def commit(self) -> None:
-        self._connection().commit()
+        rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _TABLES}
+        for payload in payloads:
+            doc = orjson.loads(payload)
+            kind = doc.get("kind") if isinstance(doc, dict) else None
+            if kind not in rows:
+                raise ValueError(f"unknown record kind {kind!r}")
+            rows[kind].append(_python_row(kind, doc))
+        written: dict[str, int] = {}
+        for kind, batch in rows.items():
+            if batch:
+                count = conn.execute(self._statements[kind], batch).rowcount
+                written[kind] = count if isinstance(count, int) and count >= 0 else len(batch)
+        conn.commit()
+        return written
 
     def reset(self) -> None:
         conn, self._conn = self._conn, None
@@ -481,16 +495,6 @@ def _database(engine: Engine, schema: str | None, create: bool) -> _Database:
 def _segment_bytes(budget: int) -> int:
     """Segments of 1/16 of the budget, between 64 KiB and 16 MiB: several fit, rolls stay rare."""
     return max(64 << 10, min(16 << 20, budget // 16))
-
-
-class _Item:
-    """One record on its way to the database, decoded from the journal (or the memory queue)."""
-
-    __slots__ = ("doc", "payload")
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-        self.doc: dict[str, Any] | None = None
 
 
 class DurableStore:
@@ -765,6 +769,9 @@ class DurableStore:
                 with self._progress:
                     self._memory_done += from_memory
                     self._progress.notify_all()
+                # Under sustained load the writer never idles: keep a spare segment ready
+                # here, or the commit thread would zero-fill one while producers wait.
+                self._idle_work(journal)
                 if len(items) >= self.batch_size or self._stopping:
                     continue
                 # A small batch: give producers a moment to fill the next one.
@@ -776,13 +783,13 @@ class DurableStore:
             self._idle_work(journal)
             self._wake.wait(0.5)
 
-    def _collect(self, journal: Journal) -> tuple[Journal | None, list[_Item], int]:
+    def _collect(self, journal: Journal) -> tuple[Journal | None, list[bytes], int]:
         """The next batch: orphaned slots first, then this process's journal and memory queue."""
         while self._orphans:
             orphan = self._orphans[0]
             payloads = orphan.read(self.batch_size)
             if payloads:
-                return orphan, [_Item(p) for p in payloads], 0
+                return orphan, payloads, 0
             orphan.commit()
             if orphan.drained:
                 orphan.remove_spares()
@@ -793,22 +800,23 @@ class DurableStore:
             else:
                 break
         payloads = journal.read(self.batch_size)
-        items = [_Item(p) for p in payloads]
+        items = list(payloads)
         from_memory = 0
         while len(items) < self.batch_size and self._memory:
-            items.append(_Item(self._memory.popleft()))
+            items.append(self._memory.popleft())
             from_memory += 1
         if not payloads:
             journal.commit()  # retire segments the reader has passed (a leftover may hold nothing)
         return (journal if payloads else None), items, from_memory
 
     def _idle_work(self, journal: Journal) -> None:
+        """Off the latency path: a zero-filled spare for the commit thread's next roll."""
         try:
             journal.prepare_spare(self.disk_budget)
         except OSError:
             _log.warning("chatai-otel: could not prepare a journal segment", exc_info=True)
 
-    def _write(self, items: list[_Item]) -> bool:
+    def _write(self, items: list[bytes]) -> bool:
         """Insert items in order, in as few transactions as possible; False: deadline passed.
 
         A failure caused by the database (down, restarting, a missing table) is
@@ -816,7 +824,7 @@ class DurableStore:
         caused by a record (a value the column refuses) splits the batch until
         the record is alone, then sets it aside in ``rejected.jsonl``.
         """
-        parts: collections.deque[list[_Item]] = collections.deque([items])
+        parts: collections.deque[list[bytes]] = collections.deque([items])
         backoff = 0.05
         while parts:
             part = parts.popleft()
@@ -847,24 +855,12 @@ class DurableStore:
                 backoff = min(backoff * 2, 2.0)
         return True
 
-    def _insert(self, items: list[_Item]) -> None:
+    def _insert(self, payloads: list[bytes]) -> None:
         db = self._db
         assert db is not None
-        by_kind: dict[str, list[Mapping[str, Any]]] = {"event": [], "error": []}
-        for item in items:
-            if item.doc is None:
-                item.doc = orjson.loads(item.payload)
-            kind = item.doc.get("kind")
-            if kind not in by_kind:
-                raise ValueError(f"unknown record kind {kind!r}")
-            by_kind[kind].append(item.doc)
         started = time.perf_counter()
-        written: dict[str, int] = {}
         try:
-            for kind, docs in by_kind.items():
-                if docs:
-                    written[kind] = db.insert(kind, docs)
-            db.commit()
+            written = db.write(payloads)
         except BaseException:
             self._reset_db()
             raise
@@ -902,9 +898,13 @@ class DurableStore:
             self._failing_since = None
             self._failures_in_outage = 0
 
-    def _reject(self, item: _Item, exc: BaseException) -> None:
+    def _reject(self, payload: bytes, exc: BaseException) -> None:
         """Set a record the database refuses aside (it would block everything behind it)."""
-        kind = item.doc.get("kind", "event") if isinstance(item.doc, dict) else "event"
+        try:
+            doc = orjson.loads(payload)
+            kind = str(doc.get("kind", "event")) if isinstance(doc, dict) else "event"
+        except orjson.JSONDecodeError:
+            kind = "event"
         journal = self._journal
         _log.error(
             "chatai-otel: the database refused a %s record; it is kept in rejected.jsonl (%s: %s)",
@@ -916,7 +916,7 @@ class DurableStore:
             line = orjson.dumps(
                 {
                     "error": f"{type(exc).__name__}: {exc}",
-                    "record": item.payload.decode(errors="replace"),
+                    "record": payload.decode(errors="replace"),
                 }
             )
             try:
