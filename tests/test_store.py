@@ -280,3 +280,13 @@ def test_forked_child_gets_its_own_slot_and_writer(schema: str, tmp_path: Path) 
     rows = query(f"SELECT data->>'who' FROM \"{schema}\".business_event_log ORDER BY id")
     assert sorted(r[0] for r in rows) == ["child", "parent", "parent"]
     assert sorted(p.name for p in journal.iterdir()) == ["slot-0", "slot-1"]
+
+
+async def test_integers_json_cannot_carry_are_kept_as_digits(schema: str, tmp_path: Path) -> None:
+    store = make_store(schema, tmp_path / "journal")
+    await store.put(event(True, data={"big": 2**70, "fine": 2**40, "nested": [{"n": -(2**65)}]}))
+    assert store.flush(10)
+    assert store.close(5)
+    assert query(f'SELECT data FROM "{schema}".business_event_log') == [
+        ({"big": str(2**70), "fine": 2**40, "nested": [{"n": str(-(2**65))}]},)
+    ]

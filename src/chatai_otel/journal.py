@@ -9,7 +9,10 @@ Layout: the journal directory holds numbered *slots* (``slot-0``, ``slot-1``,
 ...); each process locks one with ``flock`` so that gunicorn workers sharing a
 directory never write into each other's files, and a restarted process takes
 over the slot its crashed predecessor left behind. A slot holds *segments*,
-``<seq>-<nonce>.journal``, written front to back, and at most a few *spares*.
+``<seq>-<nonce>.journal``, written front to back, and at most two *spares*,
+``<seq>-<nonce>.spare``: files made ready for a future segment, their sequence
+number and nonce reserved and their name fsynced in advance, so that moving on
+to the next segment costs the commit thread no fsync of the directory.
 
 Frames: ``<u32 length><u32 crc32>payload``. The CRC is seeded with the
 segment's random nonce, so stale bytes of a recycled file (or a torn tail)
@@ -18,8 +21,9 @@ never pass for records: reading stops at the first frame that does not check.
 Why segments are preallocated and recycled: on this kind of disk an
 ``fdatasync`` that grows a file must also commit the file-system journal
 (~3 ms); one that overwrites blocks already allocated flushes only data
-(~0.2 ms). A spare is a zero-filled (or retired) segment, made ready off the
-latency path by the store's writer thread.
+(~0.2 ms). A spare is a retired segment (recycled: its blocks stay allocated)
+or, when none is left, a zero-filled file, made ready off the latency path by
+the store's writer thread.
 
 Group commit: producers only append to a pending list; one commit thread
 writes everything pending with one ``pwrite`` and one ``fdatasync`` and then

@@ -5,9 +5,10 @@ process-wide sink (``records.set_sink``); with ``CHATAI_OTEL_STORE_URL`` set,
 ``configure()`` installs a :class:`DurableStore` there. A record travels:
 
 ``put()`` -> local journal (``journal.py``, fsynced, group commit) -> writer
-thread -> one transaction per batch (PostgreSQL: ``COPY`` into a temporary
-table, then ``INSERT ... SELECT ... ON CONFLICT (event_id) DO NOTHING``) ->
-the journal segments the commit covers are retired.
+thread -> one transaction per batch (PostgreSQL: ``COPY`` of the journal's JSON
+documents into a temporary table, then ``INSERT ... SELECT`` the columns out of
+them ``... ON CONFLICT (event_id) DO NOTHING``; SQLite: ``executemany``) -> the
+journal segments the commit covers are retired.
 
 Why this shape: the seed opened a session and committed once per event, inside
 the request, and lost the event whenever the database was down. Here the
@@ -198,7 +199,23 @@ def encode(record: Record) -> bytes:
             "traceback": record.stacktrace,
             "fingerprint": record.fingerprint,
         }
-    return orjson.dumps(doc, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        return orjson.dumps(doc, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # orjson refuses integers beyond 64 bits before it asks the default
+        return orjson.dumps(_plain(doc), default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every integer JSON cannot carry exactly turned into its digits."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _text(value: Any, limit: int | None = None) -> str | None:
