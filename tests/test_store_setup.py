@@ -10,9 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import create_engine
 
 from chatai_otel.config import ConfigError, load_settings
 from chatai_otel.receiver import OTLPReceiver
+from chatai_otel.sql import instrument_sqlalchemy, uninstrument_sqlalchemy
 from chatai_otel.store import DurableStore, create_tables
 from conftest import APPS, bin_path, telemetry_env
 from store_support import error, event, pg_schema, pg_url, query
@@ -276,3 +281,30 @@ async def test_sqlite_replay_after_an_unavailable_database_stores_each_record_on
         shutil.copytree(tmp_path / "copy", journal)
     rows = sqlite_rows(db, "SELECT event_id FROM business_event_log ORDER BY id")
     assert [r[0] for r in rows] == [r.event_id for r in records]
+
+
+async def test_the_stores_own_statements_make_no_spans(tmp_path: Path) -> None:
+    """chatai-otel's SQL instrumentation is on (as under opentelemetry-instrument): the store's
+    CREATE, INSERT and PRAGMA statements must not become traces of their own."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    assert instrument_sqlalchemy(provider)
+    try:
+        db = tmp_path / "events.db"
+        store = DurableStore(
+            f"sqlite:///{db}", journal_dir=tmp_path / "journal", create_tables=True
+        ).start()
+        await store.put(event(True))
+        store.put_nowait(error())
+        assert store.flush(20)
+        assert store.close(5)
+        assert sqlite_rows(db, "SELECT count(*) FROM business_event_log") == [(1,)]
+        # The instrumentation works: a statement of the test's own is traced.
+        probe = create_engine(f"sqlite:///{db}")
+        with probe.connect() as conn:
+            conn.exec_driver_sql("SELECT count(*) FROM error_log")
+        probe.dispose()
+    finally:
+        uninstrument_sqlalchemy()
+    assert [s.name for s in exporter.get_finished_spans()] == [f"SELECT {db}"]

@@ -41,6 +41,7 @@ from typing import Any
 
 import orjson
 from opentelemetry import metrics
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from sqlalchemy import (
     JSON,
@@ -769,6 +770,12 @@ class DurableStore:
     # --- the writer thread ----------------------------------------------------------------
 
     def _run_writer(self) -> None:
+        # The store's own statements are not the application's work: no spans for them
+        # (and no span per batch competing with the app's for the exporter's queue).
+        with suppress_instrumentation():
+            self._write_loop()
+
+    def _write_loop(self) -> None:
         journal = self._journal
         assert journal is not None
         while True:
