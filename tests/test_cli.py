@@ -39,12 +39,16 @@ def test_doctor_reports_a_closed_endpoint_and_masks_secrets():
         OTEL_EXPORTER_OTLP_HEADERS=f"authorization=Bearer {SECRET},x-tenant=acme",
         CHATAI_OTEL_ALERT_WEBHOOK_URL=f"https://hooks.example.com/services/T0/B0/{SECRET}",
         OTEL_SERVICE_NAME="doctor-test",
+        CHATAI_OTEL_STORE_URL=f"postgresql://chatai:{SECRET}@db:5432/chatai",
+        CHATAI_OTEL_ALERT_WEBHOOK_HEADERS=f"x-api-key={SECRET}",
     )
     assert done.returncode == 1, done.stdout + done.stderr
     out = done.stdout
     assert SECRET not in out + done.stderr
     assert "authorization=[REDACTED],x-tenant=[REDACTED]" in out  # names shown, values never
     assert "https://hooks.example.com/[REDACTED]" in out
+    assert "postgresql://chatai:[REDACTED]@db:5432/chatai" in out
+    assert "x-api-key=[REDACTED]" in out
     assert "doctor-test" in out
     endpoints = section(out, "OTLP endpoints")
     assert f"traces/metrics/logs: http://127.0.0.1:{port} (OTLP/gRPC)  NOT ANSWERING" in endpoints

