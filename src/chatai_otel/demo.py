@@ -255,7 +255,7 @@ class Demo:
         else:
             self.writer = OTLPJsonWriter(output)
             self.say(
-                f"  no collector at {target.endpoint} ({target.detail}): "
+                f"  no collector at {target.endpoint} ({_short(target.detail)}): "
                 f"writing OTLP/JSON to {_relative(output)}/"
             )
 
@@ -504,6 +504,15 @@ def _store_rows(path: Path) -> tuple[list[tuple[str, int]], list[tuple[str, str,
         return events, errors
     except sqlite3.Error:
         return None
+
+
+def _short(detail: str) -> str:
+    """The gist of a probe failure for one line of output (doctor shows all of it)."""
+    lowered = detail.lower()
+    for gist in ("connection refused", "timed out", "deadline exceeded", "name resolution"):
+        if gist in lowered:
+            return gist
+    return detail if len(detail) <= 80 else detail[:79] + "…"
 
 
 def _script(name: str) -> list[str]:
