@@ -81,6 +81,7 @@ from datetime import date, datetime
 from datetime import time as dtime
 from decimal import Decimal
 from enum import Enum
+from itertools import islice
 from pathlib import PurePath
 from types import FrameType
 from typing import Any, BinaryIO, TextIO
@@ -276,17 +277,24 @@ class _Cleaner:
         return self.scrubber.scrub_text(value)
 
     def fields(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        # the hot loop of every record: the scrubber's and our own caches are read inline
+        secret_cache = self.scrubber.key_cache
         is_secret = self.scrubber.is_secret_key
+        text_cache = self._text_cache
         result: dict[str, Any] = {}
         for key, value in fields.items():
             if type(key) is not str:
                 key = str(key)
-            if is_secret(key):
+            secret = secret_cache.get(key)
+            if secret is None:
+                secret = is_secret(key)
+            if secret:
                 result[key] = REDACTED
                 continue
             kind = type(value)
             if kind is str:
-                result[key] = self.text(value)
+                cached = text_cache.get(value)
+                result[key] = cached if cached is not None else self.text(value)
             elif kind is int:
                 result[key] = value if -(1 << 63) <= value < (1 << 64) else str(value)
             elif kind is float or kind is bool or value is None:
@@ -365,6 +373,28 @@ def _safe_repr(value: Any) -> str:
 
 # --- the pipeline ----------------------------------------------------------------------
 
+
+def _span_lookup() -> Callable[[], Any]:
+    """The active span, read straight from the context (skips an ABC isinstance check)."""
+    try:
+        from opentelemetry.context import get_current
+        from opentelemetry.trace.propagation import _SPAN_KEY
+
+        def current_span() -> Any:
+            span = get_current().get(_SPAN_KEY)
+            return span if span is not None and hasattr(span, "get_span_context") else None
+
+        return current_span
+    except ImportError:  # pragma: no cover - a future API without the private key
+
+        def public_lookup() -> Any:
+            return trace.get_current_span()
+
+        return public_lookup
+
+
+_current_span = _span_lookup()
+
 _MISSING = object()
 _local = threading.local()
 _failure_reported = [0.0]
@@ -442,7 +472,10 @@ class Pipeline:
 
     def trace_ids(self) -> tuple[int, int, int, str, str] | None:
         """(trace_id, span_id, flags, trace hex, span hex) of the active span, or None."""
-        span_context = trace.get_current_span().get_span_context()
+        span = _current_span()
+        if span is None:
+            return None
+        span_context = span.get_span_context()
         if not span_context.is_valid:
             return None
         trace_id, span_id = span_context.trace_id, span_context.span_id
@@ -504,6 +537,21 @@ class Pipeline:
         audit: bool = False,
     ) -> None:
         """Render, write and export one record. ``code`` is (path, function, line, module)."""
+        self.handle(name, levelno, message, fields, code, ns, exc_info, stack, audit)
+
+    def handle(
+        self,
+        name: str,
+        levelno: int,
+        message: Any,
+        fields: Mapping[str, Any],
+        code: tuple[str, str, int, str] | None,
+        ns: int,
+        exc_info: Any,
+        stack: str | None,
+        audit: bool,
+    ) -> None:
+        """:meth:`emit` with positional arguments (the hot path), guarded against re-entry."""
         if getattr(_local, "busy", False):
             # Logging from inside the pipeline (a __repr__ that logs, an exporter warning):
             # print it plainly, never recurse, never export.
@@ -534,7 +582,10 @@ class Pipeline:
         if bound:
             fields = {**bound, **fields}
         cleaned = cleaner.fields(fields) if fields else {}
-        text = cleaner.text(message) if type(message) is str else cleaner.text(_safe_str(message))
+        if type(message) is str:
+            text = cleaner._text_cache.get(message) or cleaner.text(message)
+        else:
+            text = cleaner.text(_safe_str(message))
         level = _LEVEL_NAMES.get(levelno) or _level_name(levelno)
         timestamp = self.timestamp(ns)
         out: dict[str, Any] = {
@@ -542,11 +593,10 @@ class Pipeline:
             "level": level,
             "logger": name,
             "message": text,
+            **cleaned,
         }
-        if cleaned:
-            out.update(cleaned)
-            if not _CORE_KEYS.isdisjoint(cleaned):  # a field may not replace a core value
-                out.update(timestamp=timestamp, level=level, logger=name, message=text)
+        if len(out) != 4 + len(cleaned):  # a field named like a core key: the core value wins
+            out.update(timestamp=timestamp, level=level, logger=name, message=text)
         if audit:
             out["log.type"] = "audit"
         if code is not None:
@@ -565,7 +615,7 @@ class Pipeline:
 
         print_only = name.startswith(PRINT_ONLY_PREFIXES)
         line = orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE)
-        if b"\xe2\x80\xa8" in line or b"\xe2\x80\xa9" in line or b"\xc2\x85" in line:
+        if not line.isascii():  # (cheap) only non-ASCII lines can hold U+2028, U+2029, U+0085
             line = _escape_unicode_line_breaks(line)
         self._write(out, line, levelno, audit, print_only)
 
@@ -793,33 +843,40 @@ def _gate_factory(*args: Any) -> _Gate:
 
 
 def _from_structlog(gate: Any, method: str, event_dict: MutableMapping[str, Any]) -> str:
-    """The one structlog processor: find the call site and hand the record to the pipeline."""
+    """The one structlog processor (for ``structlog.get_logger()`` and wrapped chains)."""
     message = event_dict.pop("event", "")
     levelno = event_dict.pop("_levelno", None) or _METHOD_LEVELS.get(method, logging.INFO)
-    exc_info = event_dict.pop("exc_info", None)
+    _hand_over(gate, method, levelno, message, event_dict)
+    return ""
+
+
+def _hand_over(
+    gate: Any, method: str, levelno: int, message: Any, fields: MutableMapping[str, Any]
+) -> None:
+    """Find the call site and hand one structlog call to the pipeline."""
+    exc_info = fields.pop("exc_info", None) if "exc_info" in fields else None
     if method == "exception" and exc_info is None:
         exc_info = True
     stack = None
-    if event_dict.pop("stack_info", None):
-        stack = "".join(traceback.format_stack(sys._getframe(1)))
-    extra = event_dict.get("extra")
-    if isinstance(extra, Mapping):  # the seed's call style: log.info("...", extra={...})
-        del event_dict["extra"]
-        event_dict.update(extra)
+    if "stack_info" in fields and fields.pop("stack_info"):
+        stack = "".join(traceback.format_stack(sys._getframe(2)))
+    if "extra" in fields:  # the seed's style: log.info("...", extra={...})
+        extra = fields["extra"]
+        if isinstance(extra, Mapping):
+            del fields["extra"]
+            fields.update(extra)
     code, module_name = _callsite(2)
-    name = getattr(gate, "name", None) or module_name or "root"
-    _current().emit(
-        name,
+    (_pipeline or _current()).handle(
+        getattr(gate, "name", None) or module_name or "root",
         levelno,
         message,
-        event_dict,
-        code=code,
-        ns=time.time_ns(),
-        exc_info=exc_info,
-        stack=stack,
-        audit=bool(getattr(gate, "audit", False)),
+        fields,
+        code,
+        time.time_ns(),
+        exc_info,
+        stack,
+        bool(getattr(gate, "audit", False)),
     )
-    return ""
 
 
 class BoundLogger(structlog.BoundLoggerBase):
@@ -837,6 +894,18 @@ class BoundLogger(structlog.BoundLoggerBase):
                     event = str(event) % args
                 except Exception:
                     event = f"{event} {args!r}"
+            processors = self._processors
+            if (
+                processors is _PROCESSORS
+                and len(processors) == 1
+                and processors[0] is _from_structlog
+            ):
+                # only our processor configured: skip structlog's generic event-dict loop
+                context = self._context
+                _hand_over(
+                    self._logger, method, levelno, event, {**context, **kw} if context else kw
+                )
+                return
             if levelno != _METHOD_LEVELS.get(method):
                 kw["_levelno"] = levelno
             self._process_event(method, event, kw)
@@ -913,12 +982,14 @@ class BoundLogger(structlog.BoundLoggerBase):
 
 
 _structlog_done = False
+# One list for good: loggers hold it, and structlog.testing.capture_logs() edits it in place.
+_PROCESSORS: list[Any] = [_from_structlog]
 
 
 def _configure_structlog() -> None:
     global _structlog_done
     structlog.configure(
-        processors=[_from_structlog],
+        processors=_PROCESSORS,
         wrapper_class=BoundLogger,
         logger_factory=_gate_factory,
         context_class=dict,
@@ -933,7 +1004,10 @@ def get_logger(name: str | None = None, **initial: Any) -> Any:
         _configure_structlog()
     if name is None:
         name = str(sys._getframe(1).f_globals.get("__name__", "root"))
-    return structlog.get_logger(name, **initial)
+    # A concrete logger (no lazy proxy: one attribute lookup less per call). It holds the
+    # configured processor list, which never changes but for test captures, in place.
+    processors = structlog.get_config()["processors"]
+    return BoundLogger(_gate_factory(name), processors, dict(initial))
 
 
 def get_audit_logger() -> Any:
@@ -958,6 +1032,9 @@ _RECORD_ATTRIBUTES = frozenset(
         "color_message",
     }
 )
+
+
+_PLAIN_RECORD_SIZE = len(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
 
 
 class StdlibBridge(logging.Handler):
@@ -986,25 +1063,30 @@ def _emit_stdlib(record: logging.LogRecord) -> None:
         else:
             message = _safe_str(record.msg)
     attributes = record.__dict__
-    extra = attributes.keys() - _RECORD_ATTRIBUTES
     fields: dict[str, Any] = {}
-    if extra:
-        fields = {key: attributes[key] for key in attributes if key in extra}
-        seed_fields = fields.pop("extra_fields", None)  # the seed's StructuredFormatter convention
-        if isinstance(seed_fields, Mapping):
-            fields.update(seed_fields)
+    if len(attributes) > _PLAIN_RECORD_SIZE:
+        # LogRecord.__init__ sets the standard attributes first; `extra` (and what formatters
+        # or record factories add) comes after them
+        fields = {
+            key: attributes[key]
+            for key in islice(attributes, _PLAIN_RECORD_SIZE, None)
+            if key not in _RECORD_ATTRIBUTES
+        }
+        if "extra_fields" in fields:  # the seed's StructuredFormatter convention
+            seed_fields = fields.pop("extra_fields")
+            if isinstance(seed_fields, Mapping):
+                fields.update(seed_fields)
     name = record.name
-    created_ns = getattr(record, "created_ns", None)
-    _current().emit(
+    (_pipeline or _current()).handle(
         name,
         record.levelno,
         message,
         fields,
-        code=(record.pathname, record.funcName, record.lineno, record.module),
-        ns=created_ns if isinstance(created_ns, int) else int(record.created * 1e9),
-        exc_info=record.exc_info,
-        stack=record.stack_info,
-        audit=name == AUDIT_LOGGER or name.startswith(AUDIT_LOGGER + "."),
+        (record.pathname, record.funcName, record.lineno, record.module),
+        int(record.created * 1e9),
+        record.exc_info,
+        record.stack_info,
+        name == AUDIT_LOGGER or name.startswith(AUDIT_LOGGER + "."),
     )
 
 

@@ -185,19 +185,20 @@ class Scrubber:
         self._safe_keys = frozenset(
             "_".join(_key_words(k)) for k in (*DEFAULT_SAFE_KEYS, *safe_keys)
         )
-        self._cache: dict[str, bool] = {}
+        # key -> is secret; read directly by the log pipeline's hot loop
+        self.key_cache: dict[str, bool] = {}
 
     # --- keys ------------------------------------------------------------------------
 
     def is_secret_key(self, key: str) -> bool:
         """True for ``password``, ``X-Api-Key``, ``user_token``, ``authToken``; not ``author``."""
-        cached = self._cache.get(key)
+        cached = self.key_cache.get(key)
         if cached is not None:
             return cached
         result = self._judge_key(key)
-        if len(self._cache) >= 8192:
-            self._cache.clear()
-        self._cache[key] = result
+        if len(self.key_cache) >= 8192:
+            self.key_cache.clear()
+        self.key_cache[key] = result
         return result
 
     def _judge_key(self, key: str) -> bool:
