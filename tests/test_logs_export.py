@@ -225,3 +225,16 @@ def test_forked_child_exports_its_own_records_once(receiver):
     assert bodies == ["before.fork", "in.child", "in.parent"]
     printed = [line for line in done.stdout.splitlines() if '"logger":"fork.app"' in line]
     assert len(printed) == 3
+
+
+def test_a_partial_batch_leaves_on_the_schedule_and_full_ones_at_once(receiver):
+    exporter = grpc_log_exporter(endpoint=receiver.grpc_endpoint, insecure=True)
+    processor = LogExportProcessor(exporter, schedule_delay=0.2, max_export_batch_size=100)
+    try:
+        for n in range(250):  # two full batches and a partial one, no flush
+            processor.submit(_record(n))
+        logs = receiver.wait_for_logs(250, timeout=5)
+        assert sorted(r.attributes["n"] for r in logs) == list(range(250))
+        assert receiver.counts()["logs_requests"] <= 4
+    finally:
+        processor.shutdown()

@@ -77,6 +77,10 @@ Record = tuple[
 # A tag byte is (field_number << 3) | wire_type; 0 = varint, 1 = 64-bit, 2 = bytes, 5 = 32-bit.
 
 _VARINTS = [bytes([n]) if n < 0x80 else bytes([(n & 0x7F) | 0x80, n >> 7]) for n in range(1 << 14)]
+# KeyValue.value (field 2) holding AnyValue{int_value} for 0 <= n < 16384, ready to append
+_SMALL_INT_VALUES = [
+    b"\x12" + bytes([1 + len(_VARINTS[n])]) + b"\x18" + _VARINTS[n] for n in range(1 << 14)
+]
 _MASK64 = (1 << 64) - 1
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 _pack_double = struct.Struct("<d").pack
@@ -216,11 +220,23 @@ class OtlpLogEncoder:
             parts.append(self._body(body))
         if attributes:
             pairs = self._pairs
+            keys = self._keys
             for key, value in attributes.items():
-                if type(value) is str and len(value) <= 64:
+                kind = type(value)
+                if kind is str and len(value) <= 64:
                     encoded = pairs.get((key, value))
                     if encoded is None:
                         encoded = self._pair(key, value, cache=True)
+                elif kind is int and 0 <= value <= _INT64_MAX:  # counters, ids, line numbers
+                    prefix = keys.get(key)
+                    if prefix is None:
+                        prefix = self._key(key)
+                    if value < 16384:
+                        kv = prefix + _SMALL_INT_VALUES[value]
+                    else:
+                        number = _varint(value)
+                        kv = prefix + b"\x12" + _VARINTS[1 + len(number)] + b"\x18" + number
+                    encoded = b"\x32" + _varint(len(kv)) + kv
                 else:
                     encoded = self._pair(key, value, cache=False)
                 parts.append(encoded)
@@ -519,12 +535,14 @@ class LogExportProcessor(LogRecordProcessor):
 
     def _run(self) -> None:
         while not self._shutdown:
-            self._wake.wait(self._delay)
+            woken = self._wake.wait(self._delay)
             self._wake.clear()
             self._waking = False
             if self._shutdown:
                 break
-            self._export_queued(only_full_batches=False)
+            # Woken because a batch is full: send full batches only (a burst goes out in few
+            # large requests); the schedule delay sends whatever is left.
+            self._export_queued(only_full_batches=woken)
         self._export_queued(only_full_batches=False)
 
     def _export_queued(self, *, only_full_batches: bool, deadline: float | None = None) -> bool:
