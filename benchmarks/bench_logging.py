@@ -8,6 +8,7 @@ Alternatives, each in its own fresh process, rounds interleaved:
                receiver running in its own process (``python -m chatai_otel.receiver``)
 (d) stock   -- opentelemetry-instrumentation-logging's handler (SDK BatchLogRecordProcessor,
                OTLP/gRPC exporter) plus the seed's JSON file handler
+(e) as (c), but the lines come from a stdlib logger (how uvicorn, SQLAlchemy, httpx log)
 
 Reported: median microseconds per line on the calling thread (the timed loop), CPU time of
 the whole process per line (includes the export thread), the time to deliver everything
@@ -35,6 +36,7 @@ VARIANTS = {
     "b": "chatai-otel JSON -> file",
     "c": "chatai-otel JSON -> file + OTLP",
     "d": "stock instrumentation-logging + JSON file",
+    "e": "chatai-otel, stdlib logger -> file + OTLP",
 }
 
 
@@ -113,7 +115,7 @@ def _child(variant: str, lines: int, path: str, endpoint: str) -> dict[str, Any]
                 "OTEL_SERVICE_NAME": "bench",
                 "OTEL_TRACES_EXPORTER": "none",
                 "OTEL_METRICS_EXPORTER": "none",
-                "OTEL_LOGS_EXPORTER": "otlp" if variant == "c" else "none",
+                "OTEL_LOGS_EXPORTER": "none" if variant == "b" else "otlp",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                 "CHATAI_OTEL_LOG_STDOUT": "false",
@@ -128,10 +130,18 @@ def _child(variant: str, lines: int, path: str, endpoint: str) -> dict[str, Any]
         processor = processor_of(telemetry.logger_provider)
         flush = telemetry.force_flush
         log = get_logger("bench")
+        std = logging.getLogger("bench.std")
         context.bind(request_id="req-1")
 
-        def log_one(i: int) -> None:
-            log.info("bench.line", i=i, user="alice")
+        if variant == "e":
+
+            def log_one(i: int) -> None:
+                std.info("bench.line", extra={"i": i, "user": "alice"})
+
+        else:
+
+            def log_one(i: int) -> None:
+                log.info("bench.line", i=i, user="alice")
 
     with tracer.start_as_current_span("bench"):
         for i in range(1000):  # warm caches, imports, the exporter's channel
@@ -139,10 +149,12 @@ def _child(variant: str, lines: int, path: str, endpoint: str) -> dict[str, Any]
         if flush is not None:
             flush()
         cpu0 = time.process_time()
+        thread0 = time.thread_time()
         started = time.perf_counter()
         for i in range(lines):
             log_one(i)
         elapsed = time.perf_counter() - started
+        thread_cpu = time.thread_time() - thread0
         drain_started = time.perf_counter()
         if flush is not None:
             flush()
@@ -150,6 +162,7 @@ def _child(variant: str, lines: int, path: str, endpoint: str) -> dict[str, Any]
         cpu = time.process_time() - cpu0
     return {
         "per_line_us": elapsed / lines * 1e6,
+        "thread_cpu_per_line_us": thread_cpu / lines * 1e6,
         "cpu_per_line_us": cpu / lines * 1e6,
         "drain_s": drain,
         "dropped": getattr(processor, "dropped", None),
@@ -204,7 +217,7 @@ def _run_variant(variant: str, lines: int, grpc_port: int, http_port: int) -> di
             raise RuntimeError(f"variant {variant} failed:\n{done.stderr[-3000:]}")
         result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
         expected = lines + 1000
-        if variant in ("c", "d"):
+        if variant in ("c", "d", "e"):
             result["delivered"] = _wait_for_logs(http_port, before + expected) - before
         result["expected"] = expected
         return result
@@ -214,7 +227,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench logging")
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--variants", default="abcd")
+    parser.add_argument("--variants", default="abcde")
     parser.add_argument("--child", choices=sorted(VARIANTS))
     parser.add_argument("--path", default="")
     parser.add_argument("--endpoint", default="")
@@ -231,6 +244,7 @@ def main(argv: list[str]) -> None:
     try:
         assert receiver.stdout is not None
         ports = json.loads(receiver.stdout.readline())
+        load_before = os.getloadavg()[0]
         results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
         for round_number in range(args.rounds):
             for variant in args.variants:
@@ -243,31 +257,31 @@ def main(argv: list[str]) -> None:
                     file=sys.stderr,
                     flush=True,
                 )
-        _print_table(results, args.lines, args.rounds)
+        _print_table(results, args.lines, args.rounds, (load_before, os.getloadavg()[0]))
     finally:
         receiver.terminate()
         receiver.wait(10)
 
 
-def _print_table(results: dict[str, list[dict[str, Any]]], lines: int, rounds: int) -> None:
-    base = (
-        statistics.median(r["per_line_us"] for r in results.get("a", []))
-        if "a" in results
-        else None
-    )
+def _print_table(
+    results: dict[str, list[dict[str, Any]]], lines: int, rounds: int, load: tuple[float, float]
+) -> None:
+    def median(variant: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[variant])
+
+    base = median("a", "per_line_us") if "a" in results else None
     print(
         f"\n{lines:,} lines per run inside an active span, median of {rounds} interleaved runs, "
-        f"each variant in a fresh process ({os.cpu_count()} CPUs, shared with other work)\n"
+        f"each variant in a fresh process; {os.cpu_count()} CPUs shared with other work "
+        f"(load average {load[0]:.1f} before, {load[1]:.1f} after)\n"
     )
     print(
-        "| variant | µs/line, calling thread | vs (a) | CPU µs/line, whole process "
-        "| drain after loop (s) | OTLP records delivered / sent | file lines |"
+        "| variant | µs/line, calling thread (wall) | vs (a) | calling thread CPU µs/line "
+        "| process CPU µs/line | drain after loop (s) | OTLP records delivered / sent | file lines |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for variant, runs in results.items():
-        per_line = statistics.median(r["per_line_us"] for r in runs)
-        cpu = statistics.median(r["cpu_per_line_us"] for r in runs)
-        drain = statistics.median(r["drain_s"] for r in runs)
+        per_line = median(variant, "per_line_us")
         ratio = f"{per_line / base:.2f}x" if base else "-"
         if "delivered" in runs[0]:
             delivered = f"{min(r['delivered'] for r in runs):,} / {runs[0]['expected']:,} (min)"
@@ -275,8 +289,10 @@ def _print_table(results: dict[str, list[dict[str, Any]]], lines: int, rounds: i
             delivered = "-"
         written = f"{min(r['written'] for r in runs):,}"
         print(
-            f"| ({variant}) {VARIANTS[variant]} | {per_line:.2f} | {ratio} | {cpu:.2f} "
-            f"| {drain:.2f} | {delivered} | {written} |"
+            f"| ({variant}) {VARIANTS[variant]} | {per_line:.2f} | {ratio} "
+            f"| {median(variant, 'thread_cpu_per_line_us'):.2f} "
+            f"| {median(variant, 'cpu_per_line_us'):.2f} | {median(variant, 'drain_s'):.2f} "
+            f"| {delivered} | {written} |"
         )
 
 

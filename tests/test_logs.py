@@ -230,6 +230,35 @@ def test_context_fields_and_explicit_fields(make_pipeline):
     assert "request_id" not in c
 
 
+async def test_200_concurrent_requests_never_mix_their_request_ids_in_log_lines(make_pipeline):
+    import asyncio
+    import random
+
+    pipe = make_pipeline()
+    log = get_logger("concurrent")
+    std = logging.getLogger("concurrent.std")
+
+    async def request(number: int) -> None:
+        with context.bound(request_id=f"req-{number}", user_id=number):
+            for step in range(3):
+                await asyncio.sleep(random.random() / 500)
+                if step == 1:
+                    std.info("step", extra={"task": number})
+                else:
+                    log.info("step", task=number)
+
+    await asyncio.gather(*(request(n) for n in range(200)))
+    lines = [line for line in pipe.stdout_json() if line["message"] == "step"]
+    assert len(lines) == 600
+    for line in lines:
+        assert line["request_id"] == f"req-{line['task']}"
+        assert line["user_id"] == line["task"]
+    records = pipe.exported(600, lambda r: r.body == "step")
+    for record in records:
+        assert record.attributes["request_id"] == f"req-{record.attributes['task']}"
+        assert record.attributes["user.id"] == record.attributes["task"]
+
+
 def test_seed_call_styles_are_understood(make_pipeline):
     pipe = make_pipeline()
     logging.getLogger("seed").info("HTTP_REQUEST_START", extra={"extra_fields": {"method": "GET"}})

@@ -4,8 +4,9 @@ Two doors lead in, one pipeline does the work:
 
 * **structlog** -- ``get_logger(__name__).info("dialog.opened", dialog_id=42)``.
   Our :class:`BoundLogger` checks the level first (nothing else runs for a
-  disabled level), then structlog's chain runs one processor,
-  :func:`_from_structlog`, which finds the call site and hands over.
+  disabled level), finds the call site and hands over. structlog's generic
+  processor loop runs only when the chain is not just ours (e.g. inside
+  ``structlog.testing.capture_logs()``); ``structlog.get_logger()`` works too.
 * **stdlib logging** -- ``logging.getLogger("uvicorn.error").warning(...)``,
   SQLAlchemy, httpx, gunicorn, any library. A handler on the root logger
   (:class:`StdlibBridge`) hands each record over. Console handlers that
@@ -22,8 +23,9 @@ structured fields (type, message, stacktrace), normalisation (values JSON
 cannot encode become text, values over ``CHATAI_OTEL_LOG_MAX_VALUE_SIZE`` are
 truncated with a marker), redaction (:mod:`chatai_otel.redaction`) -- and
 renders the line with orjson. They are straight-line code rather than a list
-of structlog processors because each processor hop costs ~0.15 µs and the
-whole line has a 15 µs budget (``./dev bench logging``).
+of structlog processors: the whole line has a 15 µs budget, and one hop of
+structlog's generic chain (a copied event dict, a loop, type checks) costs more
+than most of the steps themselves.
 
 **Output.** A JSON line on stdout (a readable, escaped console line when stdout
 is a TTY or ``CHATAI_OTEL_LOG_FORMAT=console``), plus the seed's optional files:
@@ -32,19 +34,28 @@ application log, errors (>= ERROR) and the audit log. Keys, in order::
     timestamp level logger message <context + extra fields> module function line
     [exception {type, message, stacktrace}] [trace_id span_id]
 
-**OTLP: why this path.** The SDK's ``LoggingHandler`` (and
-``OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED``) is deprecated since
-SDK 1.40; its successor, ``opentelemetry-instrumentation-logging``, is another
-root handler that calls ``Logger.emit`` -- measured ~41 µs per line with a
-JSON file handler next to it (``./dev bench logging``), and with our JSON
-handler alongside every stdlib record would be handled by two handlers with
-two shapes. Instead the same step that writes the JSON line hands a plain
-tuple to :class:`chatai_otel.log_export.LogExportProcessor`, the one log
-processor on the ``LoggerProvider`` built in :mod:`chatai_otel.sdk`. One step
-writes and exports, so a line is never exported without being printed, nor
-twice; the record costs the calling thread a tuple and a deque append, and
-the worker thread writes the OTLP bytes directly (see that module). The distro
-does not load the stock logging instrumentor (it would duplicate every record).
+**OTLP: why this path** (measured with ``./dev bench logging``, see the README).
+The candidates, all duplicate-free only if exactly one of them runs:
+
+1. the SDK's ``LoggingHandler`` / ``OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED``:
+   deprecated since SDK 1.40;
+2. its successor, ``opentelemetry-instrumentation-logging``: another root
+   handler that calls ``Logger.emit`` for stdlib records only (structlog lines
+   would need a second path) -- with the seed's JSON file handler next to it,
+   about 3.4x the seed's cost per line, and it drops records at its default
+   queue size;
+3. our final step calling ``LoggerProvider.get_logger(...).emit(...)``: about
+   10-25 µs per record on the calling thread (``BoundedAttributes`` validation,
+   a record copy, a frozen dataclass), plus 20-45 µs per record in the stock
+   OTLP encoder on the batch thread, which under the GIL is the caller's time too;
+4. **chosen**: the step that writes the JSON line hands a plain tuple to
+   :class:`chatai_otel.log_export.LogExportProcessor`, the one log processor on
+   the ``LoggerProvider`` built in :mod:`chatai_otel.sdk` (OTel Logs API records
+   reach the same queue through ``on_emit``). The calling thread pays a tuple
+   and a deque append; the worker writes the protobuf bytes itself (~2 µs per
+   record) and sends them through the SDK's own OTLP exporters. One step
+   writes and exports, so a line is never exported without being printed, nor
+   twice. The distro does not load the stock logging instrumentor.
 
 OTLP record: severity number and text, body = the message, the fields as
 attributes (nested values as OTLP maps and arrays; ``user_id`` -> ``user.id``,
