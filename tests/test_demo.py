@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 import urllib.request
@@ -290,9 +291,13 @@ def test_an_independent_collector_reads_the_files(file_run, tmp_path, receiver):
             stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        deadline = time.monotonic() + 10
-        while "Starting Rotel" not in output.read_text() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # "Starting Rotel" is printed before it listens
+            try:
+                socket.create_connection(("127.0.0.1", http_port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.1)
         expected_spans: set[str] = set()
         expected_logs: set[tuple[str, str]] = set()
         for signal in ("traces", "logs"):
