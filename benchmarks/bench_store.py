@@ -11,14 +11,21 @@ the first hand-over until the last row is committed:
 * ``store: audit events, 100 emitters``: 100 asyncio tasks each ``await put()``
   in a loop, so every event waits for its fsync; the latency of each ``put()``
   is recorded (the p99 goal is 5 ms); then, untimed for throughput, the same
-  100 emitters at 100 events/s each, the pace of requests rather than a flood;
+  100 emitters at 100 events/s each, the pace of requests rather than a flood,
+  once with the writer inserting into PostgreSQL (whose WAL and checkpoints
+  share this machine's one disk with the journal) and once with the database
+  unreachable (nothing but the journal writing to the disk); and, for the
+  machine's floor, the same emitters against a stand-in that wakes them 0.3 ms
+  after they ask (no journal, no database: what the event loop and the OS
+  scheduler cost on this shared machine);
 * ``store: ordinary events, best effort``: ``CHATAI_OTEL_STORE_DURABILITY=audit``,
   the journal skipped: what the journal costs;
 * ``seed: session + add + commit per event``: the seed's
   ``_store_event_in_database``: a new SQLAlchemy ORM session, one ``add``, one
   ``commit``, close, per event (pooled engine). Fewer events for this arm.
 
-Records are built before the clock starts: the figure is the store's, not the
+Records are built before the clock starts (and frozen out of the GC's way, as
+``CHATAI_OTEL_GC_TUNING`` does in an app): the figure is the store's, not the
 record builder's. Tables are truncated between arms.
 
 ``./dev bench store [--events N] [--seed-events M] [--rounds R]``
@@ -28,9 +35,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -46,6 +55,7 @@ from chatai_otel.store import DurableStore, create_tables
 
 DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 URL = "postgresql://postgres@127.0.0.1:5432/test"
+UNREACHABLE = "postgresql://postgres@127.0.0.1:1/test"
 EMITTERS = 100
 PACED_EVENTS = 20_000  # 100 emitters x 200 events at 100/s each: 2 s a round
 ARMS = (
@@ -68,6 +78,8 @@ def main(argv: list[str]) -> None:
     results: dict[str, list[float]] = {arm: [] for arm in ARMS}
     latencies: list[float] = []
     paced: list[float] = []
+    journal_only: list[float] = []
+    floor: list[float] = []
     load: list[float] = []
     try:
         for round_number in range(args.rounds):
@@ -84,6 +96,11 @@ def main(argv: list[str]) -> None:
                     _truncate(schema)
                     _, lat = asyncio.run(_audit(schema, PACED_EVENTS, pause=0.01))
                     paced.extend(lat)
+                    # And with nothing else writing to this disk: the database unreachable,
+                    # only the journal (as when PostgreSQL is on another host).
+                    _, lat = asyncio.run(_audit(schema, PACED_EVENTS, pause=0.01, url=UNREACHABLE))
+                    journal_only.extend(lat)
+                    floor.extend(asyncio.run(_floor(PACED_EVENTS)))
                 else:
                     rate = _ordinary(
                         schema, args.events, durability="all" if "journal" in arm else "audit"
@@ -94,7 +111,7 @@ def main(argv: list[str]) -> None:
         seed.engine.dispose()
         with psycopg.connect(DSN, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    _print(results, latencies, paced, load, args)
+    _print(results, latencies, paced, journal_only, floor, load, args)
 
 
 def _truncate(schema: str) -> None:
@@ -105,8 +122,13 @@ def _truncate(schema: str) -> None:
 
 
 def _records(count: int, audit: bool) -> list[EventRecord]:
+    """The arm's input, built before the clock starts and frozen out of the GC's way.
+
+    As ``CHATAI_OTEL_GC_TUNING`` does in an app after start-up (``gc.freeze()``): a full
+    collection would otherwise walk 100 000 input records, 100 ms and more, mid-arm.
+    """
     now = datetime.now(UTC)
-    return [
+    records = [
         EventRecord(
             event_id=new_event_id(),
             event_type="balance_topped_up" if audit else "ai_response_generated",
@@ -128,6 +150,9 @@ def _records(count: int, audit: bool) -> list[EventRecord]:
         )
         for number in range(count)
     ]
+    gc.collect()
+    gc.freeze()
+    return records
 
 
 def _store(schema: str, journal: str, durability: str) -> DurableStore:
@@ -151,13 +176,18 @@ def _ordinary(schema: str, count: int, durability: str) -> float:
     return count / elapsed
 
 
-async def _audit(schema: str, count: int, pause: float = 0.0) -> tuple[float, list[float]]:
+async def _audit(
+    schema: str, count: int, pause: float = 0.0, url: str = URL
+) -> tuple[float, list[float]]:
     records = _records(count, audit=True)
     per_emitter = [records[i::EMITTERS] for i in range(EMITTERS)]
     latencies: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-store-") as journal:
-        store = _store(schema, journal, "all")
-        _warm_up(store)
+        store = DurableStore(url, journal_dir=journal, schema=schema).start()
+        if url == URL:
+            _warm_up(store)
+        else:
+            await store.put(records[0])  # the first segment exists
 
         async def emitter(mine: list[EventRecord]) -> None:
             clock = time.perf_counter
@@ -170,12 +200,63 @@ async def _audit(schema: str, count: int, pause: float = 0.0) -> tuple[float, li
 
         started = time.perf_counter()
         await asyncio.gather(*(emitter(mine) for mine in per_emitter))
+        if url != URL:
+            store.close(0.5)
+            return 0.0, latencies
         if not store.flush(300):
             raise SystemExit("bench store: the store did not flush within 300 s")
         elapsed = time.perf_counter() - started
         store.close(30)
     _check(schema, count + 1)
     return count / elapsed, latencies
+
+
+class IdealSink:
+    """The machine's floor: each put is woken by a thread 0.3 ms after it asks (a fast fsync
+    here), in groups, one ``call_soon_threadsafe`` per group; no journal, no database."""
+
+    def __init__(self) -> None:
+        self._pending: list[asyncio.Future[None]] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    async def put(self, record: EventRecord) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._cond:
+            self._pending.append(waiter)
+            self._cond.notify()
+        await waiter
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                batch, self._pending = self._pending, []
+            time.sleep(0.0003)
+            batch[0].get_loop().call_soon_threadsafe(_wake_all, batch)
+
+
+def _wake_all(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+
+
+async def _floor(count: int) -> list[float]:
+    sink = IdealSink()
+    records = _records(count, audit=True)
+    latencies: list[float] = []
+
+    async def emitter(mine: list[EventRecord]) -> None:
+        for record in mine:
+            began = time.perf_counter()
+            await sink.put(record)
+            latencies.append(time.perf_counter() - began)
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(emitter(records[i::EMITTERS]) for i in range(EMITTERS)))
+    return latencies
 
 
 def _warm_up(store: DurableStore) -> None:
@@ -245,6 +326,8 @@ def _print(
     results: dict[str, list[float]],
     latencies: list[float],
     paced: list[float],
+    journal_only: list[float],
+    floor: list[float],
     load: list[float],
     args: argparse.Namespace,
 ) -> None:
@@ -272,6 +355,11 @@ def _print(
     for name, values in (
         ("as fast as they can (the throughput arm above)", latencies),
         ("100 events/s each (10 ms apart)", paced),
+        (
+            "100 events/s each, the database unreachable: the journal alone on the disk",
+            journal_only,
+        ),
+        ("100 events/s each, no store: woken 0.3 ms after asking (this machine's floor)", floor),
     ):
         ordered = sorted(values)
 
