@@ -705,7 +705,10 @@ class DurableStore:
                     raise StoreClosedError("the event store is closed")
                 await asyncio.sleep(0.01)
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            journal.append(payload, waiter)
+            try:
+                journal.append(payload, waiter)
+            except JournalClosedError:
+                raise StoreClosedError("the event store is closed") from None
             await waiter
             return
         self._accept(journal, record)
