@@ -96,7 +96,13 @@ def test_api_to_worker_is_one_trace_across_processes(receiver):
     assert "RERAISED ValueError" in consumed.stdout
     trace_id = produced.stdout.split("PRODUCED ", 1)[1].split()[0]
 
-    sends = receiver.wait_for_spans(3, lambda s: s.name == f"send {key}")
+    assert "ENQUEUE-FAILED" in produced.stdout
+    sends = receiver.wait_for_spans(4, lambda s: s.name == f"send {key}")
+    lost = next(s for s in sends if s.attributes["messaging.message.id"] == "job-lost")
+    sends.remove(lost)
+    assert lost.status_code == 2 and lost.attributes["error.type"] == "ConnectionError"
+    (event,) = [e for e in lost.events if e["name"] == "exception"]  # once, and scrubbed
+    assert "hunter2secretpw" not in event["attributes"]["exception.message"]
     processes = receiver.wait_for_spans(3, lambda s: s.name == f"process {key}")
     request = receiver.wait_for_spans(1, lambda s: s.name == "request")[0]
     assert request.trace_id == trace_id

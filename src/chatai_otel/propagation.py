@@ -150,7 +150,12 @@ def producing(
                 kind=SpanKind.PRODUCER,
                 attributes=_messaging_attributes(queue, system, "send", job),
             )
-            stack.enter_context(trace.use_span(span, end_on_exit=True))
+            # not the SDK's record_exception: it would write the message unscrubbed
+            stack.enter_context(
+                trace.use_span(
+                    span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+                )
+            )
         except Exception:
             pass
         inject(job, key=key)

@@ -27,6 +27,11 @@ def produce(client: redis.Redis, key: str, count: int) -> None:
             job = {"id": f"job-{number}", "type": "fail" if number == count - 1 else "work"}
             with producing(job, queue=key):
                 client.lpush(key, json.dumps(job))
+        try:
+            with producing({"id": "job-lost", "type": "work"}, queue=key):
+                raise ConnectionError("redis://:hunter2secretpw@127.0.0.1:6379 refused")
+        except ConnectionError:
+            print("ENQUEUE-FAILED", flush=True)
         ids = span.get_span_context()
         print(f"PRODUCED {ids.trace_id:032x}", flush=True)
 
