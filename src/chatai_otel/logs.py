@@ -164,11 +164,15 @@ def _level_name(levelno: int) -> str:
 
 
 class _TextOutput:
-    """A text stream looked up at write time (so test capture and reassignment work)."""
+    """A text stream looked up at write time (so test capture and reassignment work).
+
+    The locks of the outputs are re-entrant: a signal handler that logs (SIGTERM flush)
+    may interrupt this very thread in the middle of a write.
+    """
 
     def __init__(self, get: Callable[[], TextIO]) -> None:
         self._get = get
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def write(self, text: str) -> None:
         with self._lock:
@@ -183,7 +187,7 @@ class _TextOutput:
             return False
 
     def reinit(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def close(self) -> None:
         return
@@ -200,14 +204,14 @@ class _FileOutput:
             self._file: BinaryIO = open(path, "ab", buffering=0)  # noqa: SIM115
         except OSError as error:
             raise ConfigError(variable, path, f"expected a writable file path ({error})") from None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def write(self, data: bytes) -> None:
         with self._lock:
             self._file.write(data)
 
     def reinit(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def close(self) -> None:
         try:
