@@ -88,7 +88,7 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable, Mapping, MutableMapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from datetime import time as dtime
 from decimal import Decimal
 from enum import Enum
@@ -423,7 +423,7 @@ def _report_failure(error: BaseException) -> None:
             return
         _failure_reported[0] = now
         line = {
-            "timestamp": datetime.now().astimezone().isoformat(),
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "level": "ERROR",
             "logger": "chatai_otel.logs",
             "message": "a log record could not be processed",
