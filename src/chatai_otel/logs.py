@@ -107,7 +107,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 from chatai_otel import context
 from chatai_otel.config import ConfigError, Settings
 from chatai_otel.log_export import LogExportProcessor, processor_of
-from chatai_otel.redaction import REDACTED, Scrubber, configure_scrubber
+from chatai_otel.redaction import REDACTED, Scrubber, configure_scrubber, structured_fields
 
 __all__ = [
     "BoundLogger",
@@ -361,22 +361,10 @@ class _Cleaner:
             return self.text(bytes(value).decode("utf-8", "backslashreplace"))
         if isinstance(value, BaseException):
             return self.text(f"{type(value).__qualname__}: {value}")
-        structured = _structured(value)
+        structured = structured_fields(value)
         if structured is not None:
             return self._walk(structured, depth)
         return self.text(_safe_repr(value))
-
-
-def _structured(value: Any) -> Mapping[str, Any] | None:
-    import dataclasses
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
-    dump = getattr(value, "model_dump", None)
-    if callable(dump) and not isinstance(value, type):
-        dumped = dump(mode="json")
-        return dumped if isinstance(dumped, Mapping) else None
-    return None
 
 
 def _safe_repr(value: Any) -> str:

@@ -43,6 +43,7 @@ __all__ = [
     "scrub",
     "scrub_headers",
     "scrub_text",
+    "structured_fields",
 ]
 
 REDACTED = "[REDACTED]"
@@ -278,7 +279,7 @@ class Scrubber:
             return [self.scrub(item, _depth + 1) for item in value]
         if isinstance(value, bytes | bytearray):
             return self.scrub_text(bytes(value).decode("utf-8", "replace"))
-        as_mapping = _structured(value)
+        as_mapping = structured_fields(value)
         if as_mapping is not None:
             return self.scrub_mapping(as_mapping, _depth)
         return value
@@ -312,8 +313,8 @@ class Scrubber:
         return result
 
 
-def _structured(value: Any) -> Mapping[str, Any] | None:
-    """The fields of a dataclass instance or pydantic model, else None."""
+def structured_fields(value: Any) -> Mapping[str, Any] | None:
+    """The fields of a dataclass instance or pydantic model (so they can be scrubbed), else None."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
     dump = getattr(value, "model_dump", None)
