@@ -11,11 +11,16 @@ Arms (``benchmarks/web_app.py``):
   chatai-otel is not even installed, exporting traces, metrics and logs the same way;
 * ``seed``   — the seed's BaseHTTPMiddleware logging request start and completion as JSON.
 
-Load: ``wrk`` from its own process (taskset: server on CPU 0, wrk and the receiver on
-CPU 1), uvicorn with one worker. Each round starts every arm in a rotated order, runs
-``/ping`` then ``/chat`` (one SELECT through SQLAlchemy; SQLite, or PostgreSQL with
-``--postgres``), and the table reports medians over rounds and ratios to ``bare`` from
-the same run.
+Load: ``wrk`` from its own process (taskset: servers on CPU 0, wrk and the receivers on
+CPU 1), uvicorn with one worker. All arms' servers run for the whole benchmark, idle
+but for the one being measured; each round measures ``/ping`` and then ``/chat`` (one
+SELECT through SQLAlchemy; SQLite, or PostgreSQL with ``--postgres``) on every arm back
+to back in a rotated order. The table reports medians over rounds; the ratio to
+``bare`` is the median of per-round ratios (measurements seconds apart, so a change in
+the machine's load between rounds cancels out). Each telemetry arm exports to its own
+receiver process, so what it delivered is counted exactly. The server's CPU time per
+request (all its threads, from /proc) is reported beside req/s: it is what an arm costs
+whatever share of the core it got while other work ran on the machine.
 
     python -m benchmarks web [--rounds N] [--seconds S] [--connections C] [--postgres]
 """
@@ -206,8 +211,19 @@ _WRK_LATENCY = re.compile(r"^\s*(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
-def run_wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
-    """req/s, p50 and p99 (ms) from one wrk run."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url: str, seconds: float, connections: int, server_pid: int = 0) -> dict[str, float]:
+    """req/s, p50 and p99 (ms) from one wrk run; with ``server_pid``, also the server's CPU
+    µs per request (what the arm costs, whatever share of the core it got meanwhile)."""
+    cpu_before = cpu_seconds(server_pid) if server_pid else float("nan")
     out = subprocess.run(
         [
             *_taskset(1),
@@ -227,7 +243,14 @@ def run_wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if errors:
         raise RuntimeError(f"{url}: {errors.group(1)} error responses\n{out}")
-    return {"rps": rps, "p50": latency["50"], "p99": latency["99"]}
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    cpu = (cpu_seconds(server_pid) - cpu_before) if server_pid else float("nan")
+    return {
+        "rps": rps,
+        "p50": latency["50"],
+        "p99": latency["99"],
+        "cpu_us": cpu / max(requests, 1) * 1e6,
+    }
 
 
 def main(argv: list[str]) -> None:
@@ -253,46 +276,47 @@ def main(argv: list[str]) -> None:
     db_url = args.postgres or f"sqlite:///{work / 'bench.db'}"
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     delivered: dict[str, dict[str, int]] = {}
-    with receiver_process() as ports:
+    load_before = os.getloadavg()
+    with contextlib.ExitStack() as stack:
+        # One receiver per telemetry arm, so what each arm delivered is counted exactly.
+        receivers = {
+            arm: stack.enter_context(receiver_process())
+            for arm in arms
+            if arm in ("chatai", "stock")
+        }
+        servers = {
+            arm: stack.enter_context(
+                _server(arm, receivers.get(arm, {}), db_url, table, stock_bin, work)
+            )
+            for arm in arms
+        }
+        # Every server runs the whole time (idle while another is measured); each round
+        # measures every endpoint on every arm back to back, in a rotated order, so that
+        # the ratio to bare compares measurements taken seconds apart.
         for round_number in range(args.rounds):
-            order = arms[round_number % len(arms) :] + arms[: round_number % len(arms)]
-            for arm in order:
-                port = _free_port()
-                before = receiver_counts(ports)
-                with (work / f"{arm}.out").open("ab") as out:
-                    proc = subprocess.Popen(
-                        [*_taskset(0), *_server_command(arm, port, stock_bin)],
-                        env=_server_env(arm, ports, db_url, table),
-                        cwd=str(work),
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
+            for endpoint in ENDPOINTS:
+                shift = round_number % len(arms)
+                for arm in arms[shift:] + arms[:shift]:
+                    port, proc = servers[arm]
+                    url = f"http://127.0.0.1:{port}{endpoint}"
+                    run_wrk(url, args.warmup, args.connections)
+                    result = run_wrk(url, args.seconds, args.connections, proc.pid)
+                    results.setdefault((arm, endpoint), []).append(result)
+                    print(
+                        f"round {round_number + 1} {arm:7} {endpoint:6} "
+                        f"{result['rps']:8.0f} req/s  p50 {result['p50']:.2f} ms  "
+                        f"p99 {result['p99']:.2f} ms  "
+                        f"server CPU {result['cpu_us']:.0f} µs/req",
+                        file=sys.stderr,
+                        flush=True,
                     )
-                    try:
-                        _wait_ready(f"http://127.0.0.1:{port}", proc)
-                        for endpoint in ENDPOINTS:
-                            url = f"http://127.0.0.1:{port}{endpoint}"
-                            run_wrk(url, args.warmup, args.connections)
-                            result = run_wrk(url, args.seconds, args.connections)
-                            results.setdefault((arm, endpoint), []).append(result)
-                            print(
-                                f"round {round_number + 1} {arm:7} {endpoint:6} "
-                                f"{result['rps']:8.0f} req/s  p50 {result['p50']:.2f} ms  "
-                                f"p99 {result['p99']:.2f} ms",
-                                file=sys.stderr,
-                                flush=True,
-                            )
-                    finally:
-                        proc.send_signal(signal.SIGTERM)
-                        try:
-                            proc.wait(20)
-                        except subprocess.TimeoutExpired:
-                            proc.kill()
-                            proc.wait()
-                time.sleep(0.5)
-                after = receiver_counts(ports)
-                totals = delivered.setdefault(arm, {})
-                for key in ("spans", "logs", "metric_points"):
-                    totals[key] = totals.get(key, 0) + after[key] - before[key]
+        for arm in list(servers):
+            _stop(servers.pop(arm)[1])
+        time.sleep(0.5)
+        for arm, ports in receivers.items():
+            counts = receiver_counts(ports)
+            delivered[arm] = {key: counts[key] for key in ("spans", "logs", "metric_points")}
+    load_after = os.getloadavg()
     if args.postgres:
         with contextlib.suppress(Exception):
             from sqlalchemy import create_engine, text
@@ -300,8 +324,40 @@ def main(argv: list[str]) -> None:
             with create_engine(db_url).begin() as conn:
                 conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
     access_lines = _count_lines(work / "chatai.out", "HTTP_REQUEST_COMPLETE")
-    print_table(results, arms, args, delivered, access_lines)
+    print_table(results, arms, args, delivered, access_lines, (load_before, load_after))
     shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _server(
+    arm: str, ports: dict[str, int], db_url: str, table: str, stock_bin: Path, work: Path
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """One arm's uvicorn on CPU 0, ready to serve; SIGTERM (and a flush) on the way out."""
+    port = _free_port()
+    with (work / f"{arm}.out").open("ab") as out:
+        proc = subprocess.Popen(
+            [*_taskset(0), *_server_command(arm, port, stock_bin)],
+            env=_server_env(arm, ports, db_url, table),
+            cwd=str(work),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_ready(f"http://127.0.0.1:{port}", proc)
+            yield port, proc
+        finally:
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _count_lines(path: Path, needle: str) -> int:
@@ -317,37 +373,56 @@ def print_table(
     args: argparse.Namespace,
     delivered: dict[str, dict[str, int]],
     access_lines: int,
+    load: tuple[tuple[float, float, float], tuple[float, float, float]],
 ) -> None:
     def median(arm: str, endpoint: str, key: str) -> float:
         return statistics.median(r[key] for r in results[(arm, endpoint)])
 
+    def ratio(arm: str, endpoint: str) -> float:
+        """Median over rounds of this arm's req/s over bare's req/s in the same round."""
+        pairs = zip(results[(arm, endpoint)], results[("bare", endpoint)], strict=True)
+        return statistics.median(ours["rps"] / bare["rps"] for ours, bare in pairs)
+
+    has_bare = "bare" in arms
     print(
         f"\n{args.rounds} interleaved rounds x {args.seconds:g} s per arm and endpoint, wrk -t1 "
-        f"-c{args.connections}, uvicorn 1 worker; medians; ratio = req/s / bare req/s of the same run."
+        f"-c{args.connections}, uvicorn 1 worker; medians over rounds. Load average "
+        f"(1/5/15 min) {_load(load[0])} before, {_load(load[1])} after."
     )
-    print("| arm | endpoint | req/s | p50 ms | p99 ms | ratio to bare |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(
+        "| arm | endpoint | req/s | p50 ms | p99 ms | ratio to bare | "
+        "server CPU µs/req | CPU ratio |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for endpoint in ENDPOINTS:
-        bare = median("bare", endpoint, "rps") if "bare" in arms else float("nan")
+        bare_cpu = median("bare", endpoint, "cpu_us") if has_bare else float("nan")
         for arm in arms:
-            rps = median(arm, endpoint, "rps")
+            cpu = median(arm, endpoint, "cpu_us")
             print(
-                f"| {arm} | {endpoint} | {rps:.0f} | {median(arm, endpoint, 'p50'):.2f} | "
-                f"{median(arm, endpoint, 'p99'):.2f} | {rps / bare:.2f}x |"
+                f"| {arm} | {endpoint} | {median(arm, endpoint, 'rps'):.0f} | "
+                f"{median(arm, endpoint, 'p50'):.2f} | {median(arm, endpoint, 'p99'):.2f} | "
+                f"{ratio(arm, endpoint) if has_bare else float('nan'):.2f}x | "
+                f"{cpu:.0f} | {bare_cpu / cpu:.2f}x |"
             )
-    if "chatai" in arms and "stock" in arms:
+    if has_bare and "chatai" in arms and "stock" in arms:
         for endpoint in ENDPOINTS:
-            ours = median("chatai", endpoint, "rps")
-            stock = median("stock", endpoint, "rps")
-            print(f"\nchatai / stock on {endpoint}: {ours / stock:.2f}x", end="")
-        print()
-    for arm, counts in delivered.items():
-        if arm in ("chatai", "stock"):
+            ours, stock = ratio("chatai", endpoint), ratio("stock", endpoint)
             print(
-                f"\n{arm}: delivered to the receiver: {counts['spans']} spans, "
-                f"{counts['logs']} log records, {counts['metric_points']} metric points",
+                f"\n{endpoint}: chatai {ours:.2f}x of bare, stock {stock:.2f}x: "
+                f"chatai / stock = {ours / stock:.2f}x",
                 end="",
             )
+        print()
+    for arm, counts in delivered.items():
+        print(
+            f"\n{arm}: delivered to its receiver: {counts['spans']} spans, "
+            f"{counts['logs']} log records, {counts['metric_points']} metric points",
+            end="",
+        )
     if "chatai" in arms:
         print(f"\nchatai: {access_lines} access log lines on stdout")
     print()
+
+
+def _load(values: tuple[float, float, float]) -> str:
+    return "/".join(f"{v:.1f}" for v in values)

@@ -36,9 +36,11 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from chatai_otel import context as request_context
+from chatai_otel.fast_metrics import request_histogram
 from chatai_otel.logs import get_logger
 from chatai_otel.redaction import REDACTED, scrub_headers, scrub_text
 from chatai_otel.sdk import tune_gc_after_startup
+from chatai_otel.tracing import FastSpan, FastTracer
 
 __all__ = [
     "DURATION_BUCKETS",
@@ -171,13 +173,15 @@ class RequestTelemetryMiddleware:
         self._access_log = access_log
         self._capture = frozenset(h.lower().encode("latin-1") for h in capture_headers)
         version = distro_version()
-        self._tracer = trace.get_tracer("chatai_otel.web", version, tracer_provider)
-        meter = metrics.get_meter("chatai_otel.web", version, meter_provider)
-        self._duration = meter.create_histogram(
+        self._tracer = FastTracer("chatai_otel.web", version, tracer_provider)
+        self._duration = request_histogram(
             "http.server.request.duration",
             unit="s",
             description="Duration of HTTP server requests.",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            boundaries=DURATION_BUCKETS,
+            scope_name="chatai_otel.web",
+            scope_version=version,
+            meter_provider=meter_provider,
         )
         self._log = get_logger("chatai_otel.access")
         self._propagation_fields: frozenset[bytes] | None = None
@@ -349,9 +353,17 @@ class RequestTelemetryMiddleware:
             attributes["error.type"] = (
                 _exception_type(exception) if exception is not None else str(status or "_OTHER")
             )
-        self._duration.record(duration, attributes)
+        self._duration.record(
+            duration,
+            (method, attributes["url.scheme"], status, route, attributes.get("error.type")),
+            attributes,
+            span.get_span_context() if span is not None else None,
+        )
         if span is not None:
-            span.set_attributes(attributes)
+            if type(span) is FastSpan:
+                span.set_trusted_attributes(attributes)  # built above from valid values
+            else:
+                span.set_attributes(attributes)
             if route is not None:
                 span.update_name(f"{'HTTP' if method == '_OTHER' else method} {route}")
             if escaped is not None and escaped is not state.exception:

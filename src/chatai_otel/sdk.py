@@ -53,7 +53,6 @@ from opentelemetry.sdk.metrics import (
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricReader,
-    PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -68,7 +67,9 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.sdk.version import __version__ as sdk_version
 
 from chatai_otel.config import ExporterSettings, Settings, Signal
+from chatai_otel.fast_metrics import ProducingMetricReader
 from chatai_otel.log_export import LogExportProcessor, grpc_log_exporter, http_log_exporter
+from chatai_otel.span_export import SpanExportProcessor, grpc_span_exporter, http_span_exporter
 
 __all__ = ["Telemetry", "build_telemetry", "distro_version", "tune_gc_after_startup"]
 
@@ -202,25 +203,20 @@ def _otlp_exporter(signal_name: Signal, settings: ExporterSettings) -> Any:
         common["insecure"] = settings.insecure
         common["compression"] = _compression(settings, grpc=True)
         if signal_name == "traces":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-            return OTLPSpanExporter(**common)
+            # Spans and logs: the exporters send bytes our encoders wrote (span_export.py and
+            # log_export.py explain why).
+            return grpc_span_exporter(**common)
         if signal_name == "metrics":
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
                 OTLPMetricExporter,
             )
 
             return OTLPMetricExporter(**common)
-        # The log exporters send bytes our encoder wrote (chatai_otel.log_export explains why).
         return grpc_log_exporter(**common)
 
     common["compression"] = _compression(settings, grpc=False)
     if signal_name == "traces":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HttpSpanExporter,
-        )
-
-        return HttpSpanExporter(**common)
+        return http_span_exporter(**common)
     if signal_name == "metrics":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
             OTLPMetricExporter as HttpMetricExporter,
@@ -453,7 +449,8 @@ def build_telemetry(settings: Settings) -> Telemetry:
             else _otlp_exporter("metrics", settings.metrics)
         )
         readers.append(
-            PeriodicExportingMetricReader(
+            # the SDK's periodic reader, plus the request-path histogram of fast_metrics.py
+            ProducingMetricReader(
                 metric_exporter,
                 export_interval_millis=settings.metric_export_interval * 1000,
                 export_timeout_millis=settings.metric_export_timeout * 1000,
@@ -467,16 +464,22 @@ def build_telemetry(settings: Settings) -> Telemetry:
     tracer_provider = TracerProvider(
         resource=resource, sampler=_sampler(settings), shutdown_on_exit=False
     )
-    if settings.traces_exporter != "none":
-        span_exporter = (
-            ConsoleSpanExporter()
-            if settings.traces_exporter == "console"
-            else _otlp_exporter("traces", settings.traces)
-        )
-        batch = settings.span_batch
+    batch = settings.span_batch
+    if settings.traces_exporter == "otlp":
+        # One queue for every span of the process: the SDK's spans arrive through on_end,
+        # the cheap spans of chatai_otel.tracing (server, SQL) submit tuples directly.
+        SpanExportProcessor(
+            _otlp_exporter("traces", settings.traces),
+            schedule_delay=batch.schedule_delay,
+            max_queue_size=batch.max_queue_size,
+            max_export_batch_size=batch.max_export_batch_size,
+            export_timeout=batch.export_timeout,
+            meter_provider=meter_provider,
+        ).attach(tracer_provider)
+    elif settings.traces_exporter == "console":
         with _processor_self_metrics():
             span_processor = BatchSpanProcessor(
-                span_exporter,
+                ConsoleSpanExporter(),
                 max_queue_size=batch.max_queue_size,
                 schedule_delay_millis=batch.schedule_delay * 1000,
                 max_export_batch_size=batch.max_export_batch_size,

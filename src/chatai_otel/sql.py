@@ -4,10 +4,18 @@ Why not the stock ``opentelemetry-instrumentation-sqlalchemy``: measured here it
 adds about 180 µs to a one-row SELECT on SQLite (per statement it re-derives
 the connection attributes from the URL through two semconv helpers, and four
 pool-usage counter updates run per checkout), and it opens a ``connect`` span
-for every pooled checkout. This module listens on the ``Engine`` *class*, so it
-covers engines created before it was switched on and the ``sync_engine`` behind
-every ``AsyncEngine`` (contrib issue #1648), and per statement it only looks
-up attributes computed once per engine.
+for every pooled checkout.
+
+This module listens on the *dialect's* ``do_execute`` hooks (for every
+``Dialect``, so it covers engines created before it was switched on and the
+``sync_engine`` behind every ``AsyncEngine``, contrib issue #1648) and runs the
+DBAPI call itself inside the span. Connection-level listeners
+(``before_cursor_execute``) would also work, but any of them makes SQLAlchemy
+dispatch a dozen connection events per statement (engine_connect, begin,
+rollback, ...) at ~2 µs each even with nobody listening to those; the dialect
+hooks cost nothing where they are not used. Per statement only attributes
+computed once per engine are looked up, and the span is a
+:class:`chatai_otel.tracing.FastSpan`.
 
 Spans follow the stable database semconv: name ``SELECT <db>``, attributes
 ``db.system.name``, ``db.namespace``, ``db.query.text`` (the statement with its
@@ -26,16 +34,16 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from chatai_otel.redaction import scrub_text
+from chatai_otel.tracing import FastTracer
 
 __all__ = ["instrument_sqlalchemy", "uninstrument_sqlalchemy"]
 
-_SPAN_KEY = "_chatai_otel_span"
 _CLIENT = SpanKind.CLIENT
 _SYSTEMS = {"postgresql": "postgresql", "sqlite": "sqlite", "mysql": "mysql", "mssql": "mssql"}
 _MAX_NAMES = 4096
 
 _installed = False
-_tracer: trace.Tracer | None = None
+_tracer: FastTracer | None = None
 _engine_attributes: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 _names: dict[tuple[str, str], tuple[str, str]] = {}
 
@@ -70,49 +78,79 @@ def _name_and_operation(statement: str, namespace: str) -> tuple[str, str]:
     return cached
 
 
-def _before_cursor_execute(
-    conn: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: bool
-) -> None:
+def _start(statement: str, context: Any) -> trace.Span | None:
+    """The statement's span, or None when not tracing it (then SQLAlchemy executes as usual)."""
     try:
-        if _tracer is None or context is None:
-            return
+        tracer = _tracer
+        if tracer is None or context is None:
+            return None
         if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
-            return  # e.g. the health checks' own queries
-        base = _attributes_of(conn.engine)
+            return None  # e.g. the health checks' own queries
+        base = _attributes_of(context.root_connection.engine)
         name, operation = _name_and_operation(statement, base.get("db.namespace", ""))
         attributes = dict(base)
         attributes["db.query.text"] = statement
         if operation:
             attributes["db.operation.name"] = operation
-        span = _tracer.start_span(name, kind=_CLIENT, attributes=attributes)
-        setattr(context, _SPAN_KEY, span)
+        return tracer.start_span(name, kind=_CLIENT, attributes=attributes)
     except Exception:
-        pass
+        return None
 
 
-def _after_cursor_execute(
-    _conn: Any, _cursor: Any, _statement: str, _parameters: Any, context: Any, _many: bool
-) -> None:
-    span = getattr(context, _SPAN_KEY, None)
-    if span is not None:
-        setattr(context, _SPAN_KEY, None)
-        span.end()
-
-
-def _handle_error(exception_context: Any) -> None:
+def _failed(span: trace.Span, error: BaseException) -> None:
     try:
-        context = exception_context.execution_context
-        span = getattr(context, _SPAN_KEY, None) if context is not None else None
-        if span is None:
-            return
-        setattr(context, _SPAN_KEY, None)
-        error = exception_context.original_exception
         cls = type(error)
         span.set_attribute("error.type", f"{cls.__module__}.{cls.__qualname__}")
         span.set_status(Status(StatusCode.ERROR, scrub_text(str(error))[:1024]))
         span.end()
     except Exception:
         pass
+
+
+def _do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    span = _start(statement, context)
+    if span is None:
+        return False
+    try:
+        context.dialect.do_execute(cursor, statement, parameters, context)
+    except BaseException as error:
+        _failed(span, error)
+        raise
+    span.end()
+    return True  # executed: SQLAlchemy does not run it again
+
+
+def _do_execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+    span = _start(statement, context)
+    if span is None:
+        return False
+    try:
+        context.dialect.do_execute_no_params(cursor, statement, context)
+    except BaseException as error:
+        _failed(span, error)
+        raise
+    span.end()
+    return True
+
+
+def _do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    span = _start(statement, context)
+    if span is None:
+        return False
+    try:
+        context.dialect.do_executemany(cursor, statement, parameters, context)
+    except BaseException as error:
+        _failed(span, error)
+        raise
+    span.end()
+    return True
+
+
+_HOOKS = (
+    ("do_execute", _do_execute),
+    ("do_execute_no_params", _do_execute_no_params),
+    ("do_executemany", _do_executemany),
+)
 
 
 def instrument_sqlalchemy(tracer_provider: trace.TracerProvider | None = None) -> bool:
@@ -122,15 +160,14 @@ def instrument_sqlalchemy(tracer_provider: trace.TracerProvider | None = None) -
         return True
     try:
         from sqlalchemy import event
-        from sqlalchemy.engine import Engine
+        from sqlalchemy.engine import Dialect
     except ImportError:
         return False
     from chatai_otel.sdk import distro_version
 
-    _tracer = trace.get_tracer("chatai_otel.sql", distro_version(), tracer_provider)
-    event.listen(Engine, "before_cursor_execute", _before_cursor_execute)
-    event.listen(Engine, "after_cursor_execute", _after_cursor_execute)
-    event.listen(Engine, "handle_error", _handle_error)
+    _tracer = FastTracer("chatai_otel.sql", distro_version(), tracer_provider)
+    for name, hook in _HOOKS:
+        event.listen(Dialect, name, hook)
     _installed = True
     return True
 
@@ -141,9 +178,8 @@ def uninstrument_sqlalchemy() -> None:
     if not _installed:
         return
     from sqlalchemy import event
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Dialect
 
-    event.remove(Engine, "before_cursor_execute", _before_cursor_execute)
-    event.remove(Engine, "after_cursor_execute", _after_cursor_execute)
-    event.remove(Engine, "handle_error", _handle_error)
+    for name, hook in _HOOKS:
+        event.remove(Dialect, name, hook)
     _installed = False
