@@ -10,6 +10,10 @@ Alternatives, each in its own fresh process, rounds interleaved:
                OTLP/gRPC exporter) plus the seed's JSON file handler
 (e) as (c), but the lines come from a stdlib logger (how uvicorn, SQLAlchemy, httpx log)
 
+Diagnostics, not run by default (``--variants=bcfg``): (f) is (c) with the encoder replaced
+by a constant (records are queued and batches sent, nothing encoded), (g) is (c) encoding
+every batch but not sending it.
+
 Reported: median microseconds per line on the calling thread (the timed loop), CPU time of
 the whole process per line (includes the export thread), the time to deliver everything
 after the loop ended, and how many records the receiver counted.
@@ -37,6 +41,9 @@ VARIANTS = {
     "c": "chatai-otel JSON -> file + OTLP",
     "d": "stock instrumentation-logging + JSON file",
     "e": "chatai-otel, stdlib logger -> file + OTLP",
+    # diagnostics (--variants=bcfg): where (c)'s time goes
+    "f": "(c) with the OTLP encoding skipped",
+    "g": "(c) encoding, not sending",
 }
 
 
@@ -128,6 +135,10 @@ def _child(variant: str, lines: int, path: str, endpoint: str) -> dict[str, Any]
 
         telemetry = configure()
         processor = processor_of(telemetry.logger_provider)
+        if variant == "f":
+            processor._encoder.encode = lambda batch, resource: b""
+        elif variant == "g":
+            processor._exporter.export_encoded = lambda payload, count: True
         flush = telemetry.force_flush
         log = get_logger("bench")
         std = logging.getLogger("bench.std")
