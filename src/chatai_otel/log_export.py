@@ -58,8 +58,8 @@ _diagnostics = logging.getLogger("chatai_otel.export")
 # A log record on its way out, as a plain tuple (cheap to build on the calling thread):
 #   (time_ns, severity_number, severity_text, body, attributes, trace_id, span_id,
 #    trace_flags, scope, code, event_name)
-# scope is a logger name or an InstrumentationScope; code is (file_path, function, line)
-# or None; attributes is a mapping nobody mutates after submit.
+# scope is a logger name or an InstrumentationScope; code is (file_path, function, line,
+# anything else...) or None; attributes is a mapping nobody mutates after submit.
 Record = tuple[
     int,
     int,
@@ -70,7 +70,7 @@ Record = tuple[
     int,
     int,
     "str | InstrumentationScope",
-    "tuple[str, str, int] | None",
+    "tuple[str, str, int] | tuple[str, str, int, str] | None",
     "str | None",
 ]
 
@@ -166,7 +166,7 @@ class OtlpLogEncoder:
     def __init__(self) -> None:
         self._keys: dict[str, bytes] = {}
         self._severities: dict[tuple[int, str], bytes] = {}
-        self._code: dict[tuple[str, str, int], bytes] = {}
+        self._code: dict[tuple[Any, ...], bytes] = {}
         self._scopes: dict[Any, bytes] = {}
         self._resource: tuple[object, bytes] | None = None
         self._pairs: dict[tuple[str, str], bytes] = {}
@@ -293,8 +293,8 @@ class OtlpLogEncoder:
         self._severities[(number, text)] = encoded
         return encoded
 
-    def _code_block(self, code: tuple[str, str, int]) -> bytes:
-        path, function, line = code
+    def _code_block(self, code: tuple[Any, ...]) -> bytes:
+        path, function, line = code[:3]
         block = b"".join(
             _field(b"\x32", _key_value(key, value))
             for key, value in (

@@ -653,7 +653,7 @@ class Pipeline:
                 ids[1] if ids is not None else 0,
                 ids[2] if ids is not None else 0,
                 name,
-                code[:3] if code is not None else None,
+                code,  # (path, function, line, module): the encoder reads the first three
                 event_name if isinstance(event_name, str) else None,
             )
         )
