@@ -250,6 +250,7 @@ def run_wrk(url: str, seconds: float, connections: int, server_pid: int = 0) -> 
         "p50": latency["50"],
         "p99": latency["99"],
         "cpu_us": cpu / max(requests, 1) * 1e6,
+        "requests": requests,
     }
 
 
@@ -276,6 +277,7 @@ def main(argv: list[str]) -> None:
     db_url = args.postgres or f"sqlite:///{work / 'bench.db'}"
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     delivered: dict[str, dict[str, int]] = {}
+    requests_served: dict[str, dict[str, int]] = {}
     load_before = os.getloadavg()
     with contextlib.ExitStack() as stack:
         # One receiver per telemetry arm, so what each arm delivered is counted exactly.
@@ -299,8 +301,10 @@ def main(argv: list[str]) -> None:
                 for arm in arms[shift:] + arms[:shift]:
                     port, proc = servers[arm]
                     url = f"http://127.0.0.1:{port}{endpoint}"
-                    run_wrk(url, args.warmup, args.connections)
+                    warmup = run_wrk(url, args.warmup, args.connections)
                     result = run_wrk(url, args.seconds, args.connections, proc.pid)
+                    served = requests_served.setdefault(arm, {"/ping": 0, "/chat": 1})  # +probe
+                    served[endpoint] += int(warmup["requests"] + result["requests"])
                     results.setdefault((arm, endpoint), []).append(result)
                     print(
                         f"round {round_number + 1} {arm:7} {endpoint:6} "
@@ -324,7 +328,9 @@ def main(argv: list[str]) -> None:
             with create_engine(db_url).begin() as conn:
                 conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
     access_lines = _count_lines(work / "chatai.out", "HTTP_REQUEST_COMPLETE")
-    print_table(results, arms, args, delivered, access_lines, (load_before, load_after))
+    print_table(
+        results, arms, args, delivered, access_lines, (load_before, load_after), requests_served
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -374,6 +380,7 @@ def print_table(
     delivered: dict[str, dict[str, int]],
     access_lines: int,
     load: tuple[tuple[float, float, float], tuple[float, float, float]],
+    served: dict[str, dict[str, int]],
 ) -> None:
     def median(arm: str, endpoint: str, key: str) -> float:
         return statistics.median(r[key] for r in results[(arm, endpoint)])
@@ -414,8 +421,13 @@ def print_table(
             )
         print()
     for arm, counts in delivered.items():
+        requests = served.get(arm, {"/ping": 0, "/chat": 0})
+        total = requests["/ping"] + requests["/chat"]
+        # a server span per request, plus the SELECT span of each /chat
+        spans = requests["/ping"] + 2 * requests["/chat"]
         print(
-            f"\n{arm}: delivered to its receiver: {counts['spans']} spans, "
+            f"\n{arm}: {total} requests served (warm-up included); delivered to its receiver: "
+            f"{counts['spans']} spans (one per request and one per SELECT would be {spans}), "
             f"{counts['logs']} log records, {counts['metric_points']} metric points",
             end="",
         )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
@@ -37,7 +38,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from chatai_otel import context as request_context
 from chatai_otel.fast_metrics import request_histogram
-from chatai_otel.logs import get_logger
+from chatai_otel.logs import get_logger, line_emitter
 from chatai_otel.redaction import REDACTED, scrub_headers, scrub_text
 from chatai_otel.sdk import tune_gc_after_startup
 from chatai_otel.tracing import FastSpan, FastTracer
@@ -184,6 +185,16 @@ class RequestTelemetryMiddleware:
             meter_provider=meter_provider,
         )
         self._log = get_logger("chatai_otel.access")
+        # The completion line skips structlog and the call-site search (logs.line_emitter).
+        self._access_line = line_emitter(
+            "chatai_otel.access",
+            (
+                __file__,
+                "_finish",
+                RequestTelemetryMiddleware._finish.__code__.co_firstlineno,
+                "asgi",
+            ),
+        )
         self._propagation_fields: frozenset[bytes] | None = None
         self._first = gc_tuning
 
@@ -407,7 +418,7 @@ class RequestTelemetryMiddleware:
         else:
             if exception is not None:
                 fields["error_type"] = type(exception).__name__
-            self._log.info("HTTP_REQUEST_COMPLETE", **fields)
+            self._access_line(logging.INFO, "HTTP_REQUEST_COMPLETE", fields)
 
 
 def _header(scope: Scope, wanted: bytes) -> str | None:
