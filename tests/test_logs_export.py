@@ -62,7 +62,7 @@ def expected_value(value):
     if isinstance(value, list):
         return [expected_value(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): expected_value(v) for k, v in value.items()}
+        return {str(k): expected_value(v) for k, v in value.items() if v is not None}
     if isinstance(value, str):
         return value.encode("utf-8", "replace").decode()
     return value
@@ -97,7 +97,9 @@ def test_encoder_output_parses_as_the_official_message(batch):
             assert record.severity_text == text
             assert any_value(record.body) == expected_value(body)
             got = attributes_of(record.attributes)
-            want = {k: expected_value(v) for k, v in (attributes or {}).items()}
+            want = {
+                k: expected_value(v) for k, v in (attributes or {}).items() if v is not None
+            }
             if code is not None:
                 want.update(
                     {

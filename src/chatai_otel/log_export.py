@@ -132,8 +132,10 @@ def _any_value(value: Any, depth: int = 0) -> bytes:
         return b""
     if depth > 32:
         return b"\x0a\x03..."
-    if isinstance(value, Mapping):
-        inner = b"".join([_field(b"\x0a", _key_value(k, v, depth + 1)) for k, v in value.items()])
+    if isinstance(value, Mapping):  # a None member is left out, as the SDK does for attributes
+        inner = b"".join(
+            [_field(b"\x0a", _key_value(k, v, depth + 1)) for k, v in value.items() if v is not None]
+        )
         return b"\x32" + _varint(len(inner)) + inner
     if isinstance(value, list | tuple):
         inner = b"".join([_field(b"\x0a", _any_value(v, depth + 1)) for v in value])
@@ -226,6 +228,8 @@ class OtlpLogEncoder:
             keys = self._keys
             for key, value in attributes.items():
                 kind = type(value)
+                if value is None:  # no value: left out (an empty AnyValue is rejected by some)
+                    continue
                 if kind is str and len(value) <= 64:
                     encoded = pairs.get((key, value))
                     if encoded is None:

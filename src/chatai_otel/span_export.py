@@ -270,6 +270,8 @@ class OtlpSpanEncoder:
         pairs = self._pairs
         out = []
         for key, value in attributes.items():
+            if value is None:  # no value: left out, as the SDK does
+                continue
             kind = type(value)
             if (kind is str and len(value) <= 64) or (kind is int and 0 <= value < 16384):
                 cache_key = (key, value) if kind is str else (key, -value - 1)
