@@ -97,9 +97,7 @@ def test_encoder_output_parses_as_the_official_message(batch):
             assert record.severity_text == text
             assert any_value(record.body) == expected_value(body)
             got = attributes_of(record.attributes)
-            want = {
-                k: expected_value(v) for k, v in (attributes or {}).items() if v is not None
-            }
+            want = {k: expected_value(v) for k, v in (attributes or {}).items() if v is not None}
             if code is not None:
                 want.update(
                     {

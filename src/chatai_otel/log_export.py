@@ -134,7 +134,11 @@ def _any_value(value: Any, depth: int = 0) -> bytes:
         return b"\x0a\x03..."
     if isinstance(value, Mapping):  # a None member is left out, as the SDK does for attributes
         inner = b"".join(
-            [_field(b"\x0a", _key_value(k, v, depth + 1)) for k, v in value.items() if v is not None]
+            [
+                _field(b"\x0a", _key_value(k, v, depth + 1))
+                for k, v in value.items()
+                if v is not None
+            ]
         )
         return b"\x32" + _varint(len(inner)) + inner
     if isinstance(value, list | tuple):
