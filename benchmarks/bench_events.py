@@ -3,7 +3,7 @@
 Arms, interleaved round by round in one child process that exports over OTLP/gRPC
 to a receiver running in its own process (``python -m chatai_otel.receiver``):
 
-* ``emit`` in a request span: span event + counter + JSON log line (to a file) and
+* ``emit`` in a request span (a server span as the web layer opens it): span event + counter + JSON log line (to a file) and
   OTLP log record + store enqueue. The store is a stand-in for issue 6's durable
   store: a bounded queue drained by a thread that writes JSON lines to a file.
 * ``await log_event`` in a request span, the same sink.
@@ -178,9 +178,10 @@ def _child(args: argparse.Namespace) -> None:
     from chatai_otel.records import set_sink
 
     telemetry = chatai_otel.configure()
-    from opentelemetry import trace
+    from chatai_otel.tracing import FastTracer
 
-    tracer = trace.get_tracer("bench")
+    # The request span is what the web layer opens for a request: a FastSpan.
+    tracer = FastTracer("chatai_otel.web")
     workdir = Path(tempfile.mkdtemp(prefix="bench-events-"))
     sink = QueueSink(workdir / "store.jsonl")
     set_sink(sink)

@@ -40,6 +40,7 @@ from chatai_otel.logs import get_logger
 from chatai_otel.records import ErrorRecord, get_sink, new_event_id
 from chatai_otel.redaction import scrub, scrub_text
 from chatai_otel.spans import error_type, record_exception, stacktrace, trace_ids
+from chatai_otel.tracing import FastTracer
 
 __all__ = [
     "ErrorCategory",
@@ -99,7 +100,7 @@ async def _done(report: ErrorReport) -> ErrorReport:
     return report
 
 
-_tracer = trace.get_tracer("chatai_otel.errors")
+_tracer = FastTracer("chatai_otel.errors")  # plain SDK spans whenever other processors listen
 _meter = metrics.get_meter("chatai_otel.errors")
 _errors = _meter.create_counter(
     names.ERRORS,

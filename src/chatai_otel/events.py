@@ -48,6 +48,7 @@ from chatai_otel.logs import get_audit_logger, get_logger
 from chatai_otel.records import EventRecord, get_sink, new_event_id
 from chatai_otel.redaction import scrub
 from chatai_otel.spans import flatten, trace_ids
+from chatai_otel.tracing import FastTracer
 
 __all__ = [
     "BusinessEvent",
@@ -167,7 +168,7 @@ def is_audit(event_type: EventType | Enum | str) -> bool:
 
 # --- instruments ---------------------------------------------------------------------------
 
-_tracer = trace.get_tracer("chatai_otel.events")
+_tracer = FastTracer("chatai_otel.events")  # plain SDK spans whenever other processors listen
 _meter = metrics.get_meter("chatai_otel.events")
 
 

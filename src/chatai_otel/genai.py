@@ -40,6 +40,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from chatai_otel import metric_names as names
 from chatai_otel.spans import error_type, record_exception
+from chatai_otel.tracing import FastTracer
 
 __all__ = [
     "AICall",
@@ -100,7 +101,7 @@ _SEMCONV_NAME = {
     "x-ai": "x_ai",
 }
 
-_tracer = trace.get_tracer("chatai_otel.genai")
+_tracer = FastTracer("chatai_otel.genai")  # plain SDK spans whenever other processors listen
 _meter = metrics.get_meter("chatai_otel.genai")
 _token_usage = _meter.create_histogram(
     names.GEN_AI_TOKEN_USAGE,
