@@ -28,6 +28,7 @@ from collector_support import (
     dashboard_queries,
     grafana_to_promql,
     load_yaml,
+    readme_promql,
 )
 from conftest import VENV_BIN
 
@@ -576,11 +577,15 @@ def test_dashboard_is_well_formed_and_covers_the_issue() -> None:
 
 
 def test_every_dashboard_and_rule_promql_parses_with_promtool(tmp_path: Path) -> None:
-    """promtool parses each query as a recording rule (Grafana variables substituted first)."""
+    """promtool parses each query as a recording rule (Grafana variables substituted first);
+    the README's PromQL too."""
     queries = [
         grafana_to_promql(expr) for _, source, expr in dashboard_queries() if source == "prometheus"
     ]
     assert len(queries) >= 15
+    documented = [query for _, query in readme_promql()]
+    assert len(documented) >= 10  # the seed's log analysis, get_metrics_summary, the store
+    queries += documented
     rules = {
         "groups": [
             {
