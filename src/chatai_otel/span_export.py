@@ -24,26 +24,33 @@ for the network. After ``fork`` the child gets a fresh queue and worker.
 
 from __future__ import annotations
 
-import logging
-import os
 import struct
-import threading
-import time
 import weakref
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind
 
-# The protobuf primitives are shared with the log encoder (same wire format, same caches).
-from chatai_otel.log_export import _VARINTS, _any_value, _field, _utf8, _varint
+from chatai_otel.batch_export import (
+    BatchExportQueue,
+    EncodedExporter,
+    grpc_encoded_exporter,
+    http_encoded_exporter,
+)
+from chatai_otel.otlp_wire import (
+    VARINTS,
+    ResourceField,
+    any_value,
+    field,
+    scope_message,
+    utf8,
+    varint,
+)
 
 __all__ = [
-    "EncodedSpanExporter",
     "OtlpSpanEncoder",
     "SpanExportProcessor",
     "SpanRecord",
@@ -51,8 +58,6 @@ __all__ = [
     "http_span_exporter",
     "processor_of",
 ]
-
-_diagnostics = logging.getLogger("chatai_otel.export")
 
 # A finished span as a plain tuple, cheap to build on the calling thread:
 #   (trace_id, span_id, parent_span_id (0: root), flags (OTLP span flags: W3C trace flags
@@ -114,7 +119,7 @@ def _trace_state(state: Any) -> str:
 
 
 def _count(tag: bytes, count: int) -> bytes:
-    return tag + _varint(count) if count else b""
+    return tag + varint(count) if count else b""
 
 
 def record_of(span: ReadableSpan) -> SpanRecord:
@@ -177,7 +182,7 @@ class OtlpSpanEncoder:
         self._pairs: dict[tuple[str, Any], bytes] = {}
         self._names: dict[str, bytes] = {}
         self._scopes: dict[Any, bytes] = {}
-        self._resource: tuple[object, bytes] | None = None
+        self._resource = ResourceField()
 
     def encode(
         self, spans: Sequence[SpanRecord | ReadableSpan], resource: Resource | None
@@ -199,11 +204,11 @@ class OtlpSpanEncoder:
                 group.append(encoded)
         scope_spans = b"".join(
             [
-                _field(b"\x12", self._scope(scope) + b"".join(items))
+                field(b"\x12", self._scope(scope) + b"".join(items))
                 for scope, items in by_scope.items()
             ]
         )
-        return _field(b"\x0a", self._encoded_resource(resource) + scope_spans)
+        return field(b"\x0a", self._resource.encode(resource) + scope_spans)
 
     # --- parts -----------------------------------------------------------------------
 
@@ -213,7 +218,7 @@ class OtlpSpanEncoder:
          events, links, status_code, status_message, _scope, dropped) = record  # fmt: skip
         parts = [_ids(trace_id, span_id)]
         if trace_state:
-            parts.append(_field(b"\x1a", _utf8(_trace_state(trace_state))))
+            parts.append(field(b"\x1a", utf8(_trace_state(trace_state))))
         if parent_id:
             parts.append(b"\x22\x08" + parent_id.to_bytes(8, "big"))
         encoded_name = self._names.get(name)
@@ -229,11 +234,11 @@ class OtlpSpanEncoder:
                 body = (
                     b"\x09"
                     + _pack_fixed64(timestamp)
-                    + _field(b"\x12", _utf8(event_name))
+                    + field(b"\x12", utf8(event_name))
                     + (self._attributes(b"\x1a", event_attributes) if event_attributes else b"")
                     + _count(b"\x20", event_dropped)
                 )
-                parts.append(_field(b"\x5a", body))
+                parts.append(field(b"\x5a", body))
         if links:
             for (
                 link_trace,
@@ -245,13 +250,13 @@ class OtlpSpanEncoder:
             ) in links:
                 body = (
                     _ids(link_trace, link_span)
-                    + (_field(b"\x1a", _utf8(_trace_state(link_state))) if link_state else b"")
+                    + (field(b"\x1a", utf8(_trace_state(link_state))) if link_state else b"")
                     + (self._attributes(b"\x22", link_attributes) if link_attributes else b"")
                     + _count(b"\x28", link_dropped)
                     + b"\x35"
                     + _pack_fixed32(link_flags)
                 )
-                parts.append(_field(b"\x6a", body))
+                parts.append(field(b"\x6a", body))
         if dropped is not None:
             parts.append(_count(b"\x50", dropped[0]))
             parts.append(_count(b"\x60", dropped[1]))
@@ -259,11 +264,11 @@ class OtlpSpanEncoder:
         if status_code or status_message:
             status = _STATUS_CODES[status_code]
             if status_message:
-                status = _field(b"\x12", _utf8(status_message)) + status
-            parts.append(_field(b"\x7a", status))
+                status = field(b"\x12", utf8(status_message)) + status
+            parts.append(field(b"\x7a", status))
         parts.append(_pack_flags(0x85, 0x01, flags & 0xFFFFFFFF))
         body = b"".join(parts)
-        return b"\x12" + _varint(len(body)) + body
+        return b"\x12" + varint(len(body)) + body
 
     def _attributes(self, tag: bytes, attributes: Mapping[str, Any]) -> bytes:
         """Repeated ``KeyValue`` under ``tag``; short strings and small ints are cached."""
@@ -295,14 +300,14 @@ class OtlpSpanEncoder:
     def _pair(key: str, value: Any) -> bytes:
         """One ``KeyValue`` as field 9 of ``Span`` (callers re-tag it for events and links)."""
         if type(value) is int and 0 <= value < 16384:
-            encoded_value = b"\x18" + _VARINTS[value]
+            encoded_value = b"\x18" + VARINTS[value]
         else:
-            encoded_value = _any_value(value)
-        kv = _field(b"\x0a", _utf8(str(key))) + _field(b"\x12", encoded_value)
-        return b"\x4a" + _varint(len(kv)) + kv
+            encoded_value = any_value(value)
+        kv = field(b"\x0a", utf8(str(key))) + field(b"\x12", encoded_value)
+        return b"\x4a" + varint(len(kv)) + kv
 
     def _name(self, name: str) -> bytes:
-        encoded = _field(b"\x2a", _utf8(name))
+        encoded = field(b"\x2a", utf8(name))
         if len(self._names) >= self._CACHE_LIMIT:
             self._names.clear()
         self._names[name] = encoded
@@ -311,114 +316,37 @@ class OtlpSpanEncoder:
     def _scope(self, scope: InstrumentationScope) -> bytes:
         """``ScopeSpans.scope`` (and schema_url)."""
         cached = self._scopes.get(scope)
-        if cached is not None:
-            return cached
-        body = _field(b"\x0a", _utf8(scope.name))
-        if scope.version:
-            body += _field(b"\x12", _utf8(scope.version))
-        for key, value in (scope.attributes or {}).items():
-            body += self._retag(b"\x1a", [self._pair(key, value)])
-        encoded = _field(b"\x0a", body)
-        if scope.schema_url:
-            encoded += _field(b"\x1a", _utf8(scope.schema_url))
-        if len(self._scopes) >= self._CACHE_LIMIT:
-            self._scopes.clear()
-        self._scopes[scope] = encoded
-        return encoded
-
-    def _encoded_resource(self, resource: Resource | None) -> bytes:
-        """``ResourceSpans.resource`` + schema_url, re-encoded only when the attribute map
-        changes (sdk.py swaps it after fork for a new service.instance.id)."""
-        if resource is None:
-            return b""
-        attributes = resource.attributes
-        if self._resource is not None and self._resource[0] is attributes:
-            return self._resource[1]
-        body = self._retag(b"\x0a", [self._pair(k, v) for k, v in attributes.items()])
-        encoded = _field(b"\x0a", body)
-        if resource.schema_url:
-            encoded += _field(b"\x1a", _utf8(resource.schema_url))
-        self._resource = (attributes, encoded)
-        return encoded
+        if cached is None:
+            cached = scope_message(scope)
+            if len(self._scopes) >= self._CACHE_LIMIT:
+                self._scopes.clear()
+            self._scopes[scope] = cached
+        return cached
 
 
 # --- transports ------------------------------------------------------------------------
 
 
-class EncodedSpanExporter(Protocol):
-    """Sends one already-encoded ``ExportTraceServiceRequest``."""
-
-    def export_encoded(self, payload: bytes, count: int) -> bool: ...
-
-    def shutdown(self) -> None: ...
-
-
-def grpc_span_exporter(**kwargs: Any) -> EncodedSpanExporter:
+def grpc_span_exporter(**kwargs: Any) -> EncodedExporter:
     """The SDK's gRPC span exporter, sending our bytes as they are (no re-encoding)."""
-    from opentelemetry.exporter.otlp.proto.grpc import exporter, trace_exporter
+    from opentelemetry.exporter.otlp.proto.grpc import trace_exporter
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceResponse,
     )
 
-    # Typed as Any: we override the mixin's protected hooks, which its generics do not describe.
-    base: Any = trace_exporter.OTLPSpanExporter
-    mixin: Any = exporter.OTLPExporterMixin
-
-    class _Batch:
-        __slots__ = ("count", "payload")
-
-        def __init__(self, payload: bytes, count: int) -> None:
-            self.payload = payload
-            self.count = count
-
-    class _RawTraceStub:
-        """Like ``TraceServiceStub`` but the request is already serialized."""
-
-        def __init__(self, channel: Any) -> None:
-            self.Export = channel.unary_unary(
-                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                request_serializer=None,
-                response_deserializer=ExportTraceServiceResponse.FromString,
-            )
-
-    class GrpcEncodedSpanExporter(base):  # type: ignore[misc]
-        # The mixin calls _initialize_channel_and_stub() at start and after UNAVAILABLE;
-        # we keep its channel handling and swap in a stub that sends bytes unchanged.
-        def _initialize_channel_and_stub(self) -> None:
-            super()._initialize_channel_and_stub()
-            self._client = _RawTraceStub(self._channel)
-
-        def _translate_data(self, data: Any) -> Any:
-            return data.payload
-
-        def _count_data(self, data: Any) -> int:
-            return int(data.count)
-
-        def export_encoded(self, payload: bytes, count: int) -> bool:
-            result = mixin._export(self, _Batch(payload, count))
-            return bool(result.name == "SUCCESS")
-
-    return GrpcEncodedSpanExporter(**kwargs)
+    return grpc_encoded_exporter(
+        trace_exporter.OTLPSpanExporter,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        ExportTraceServiceResponse,
+        **kwargs,
+    )
 
 
-def http_span_exporter(**kwargs: Any) -> EncodedSpanExporter:
+def http_span_exporter(**kwargs: Any) -> EncodedExporter:
     """The SDK's HTTP/protobuf span exporter, posting our bytes through its own client."""
     from opentelemetry.exporter.otlp.proto.http import trace_exporter
 
-    base: Any = trace_exporter.OTLPSpanExporter
-
-    class HttpEncodedSpanExporter(base):  # type: ignore[misc]
-        def export_encoded(self, payload: bytes, count: int) -> bool:
-            if self._shutdown:
-                return False
-            with self._metrics.export_operation(count) as result:
-                outcome = self._client.export(payload)
-                if not outcome.success:
-                    result.error = outcome.error
-                    return False
-            return True
-
-    return HttpEncodedSpanExporter(**kwargs)
+    return http_encoded_exporter(trace_exporter.OTLPSpanExporter, **kwargs)
 
 
 # --- the processor ---------------------------------------------------------------------
@@ -436,16 +364,20 @@ def processor_of(provider: object) -> SpanExportProcessor | None:
         return None
 
 
-class SpanExportProcessor(SpanProcessor):
-    """Batches finished spans and ships them with an :class:`EncodedSpanExporter`.
+class SpanExportProcessor(BatchExportQueue["SpanRecord | ReadableSpan"], SpanProcessor):
+    """Batches finished spans and ships them with an :class:`EncodedExporter`.
 
     ``on_end`` takes the SDK's spans, ``submit`` the :data:`SpanRecord` tuples of
     :mod:`chatai_otel.tracing`; both share one bounded queue.
     """
 
+    signal = "span"
+    noun = "spans"
+    unit = "{span}"
+
     def __init__(
         self,
-        exporter: EncodedSpanExporter,
+        exporter: EncodedExporter,
         *,
         schedule_delay: float = 5.0,
         max_queue_size: int = 2048,
@@ -453,46 +385,21 @@ class SpanExportProcessor(SpanProcessor):
         export_timeout: float = 30.0,
         meter_provider: Any = None,
     ) -> None:
-        self._exporter = exporter
-        self._encoder = OtlpSpanEncoder()
-        self._delay = schedule_delay
-        self._max_queue = max_queue_size
-        self._max_batch = max_export_batch_size
-        self._export_timeout = export_timeout
-        self.resource: Resource | None = None
-        self._queue: deque[SpanRecord | ReadableSpan] = deque()
-        self._wake = threading.Event()
-        self._waking = False
-        self._export_lock = threading.Lock()
-        self._shutdown = False
-        self.dropped = 0
-        self.exported = 0
-        self.failed = 0
-        self._last_drop_report = 0.0
-        self._metrics = _ProcessorMetrics(meter_provider, self)
-        self._worker = self._start_worker()
-        if hasattr(os, "register_at_fork"):
-            reinit = weakref.WeakMethod(self._after_fork)
-            os.register_at_fork(after_in_child=lambda: (m := reinit()) and m())
+        super().__init__(
+            exporter,
+            OtlpSpanEncoder().encode,
+            schedule_delay=schedule_delay,
+            max_queue_size=max_queue_size,
+            max_export_batch_size=max_export_batch_size,
+            export_timeout=export_timeout,
+            meter_provider=meter_provider,
+        )
 
     def attach(self, provider: TracerProvider) -> None:
         """Add to ``provider`` (its resource goes on every export) and make it findable."""
         self.resource = provider.resource
         provider.add_span_processor(self)
         _registry[provider] = self
-
-    # --- calling thread --------------------------------------------------------------
-
-    def submit(self, record: SpanRecord | ReadableSpan) -> None:
-        """Queue one finished span; drop (and count) it when the queue is full. Never blocks."""
-        queue = self._queue
-        if len(queue) >= self._max_queue or self._shutdown:
-            self._drop("already_shutdown" if self._shutdown else "queue_full")
-            return
-        queue.append(record)
-        if len(queue) >= self._max_batch and not self._waking:
-            self._waking = True
-            self._wake.set()
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         pass
@@ -502,153 +409,3 @@ class SpanExportProcessor(SpanProcessor):
         context = span.context
         if context is not None and context.trace_flags.sampled:
             self.submit(span)
-
-    def _drop(self, reason: str = "queue_full") -> None:
-        self.dropped += 1
-        self._metrics.dropped(1, reason)
-        if reason != "queue_full":
-            return
-        now = time.monotonic()
-        if now - self._last_drop_report >= 10.0:
-            self._last_drop_report = now
-            _diagnostics.warning(
-                "chatai-otel: span export queue full (%d spans); %d spans dropped so far",
-                self._max_queue,
-                self.dropped,
-            )
-
-    # --- worker ----------------------------------------------------------------------
-
-    def _start_worker(self) -> threading.Thread:
-        worker = threading.Thread(target=self._run, name="chatai-otel-span-export", daemon=True)
-        worker.start()
-        return worker
-
-    def _run(self) -> None:
-        while not self._shutdown:
-            woken = self._wake.wait(self._delay)
-            self._wake.clear()
-            self._waking = False
-            if self._shutdown:
-                break
-            # Woken by a full batch: send full batches only (under load, what arrives while
-            # one is sent would otherwise go out in many small requests); on the timer: all.
-            self._export_queued(full_batches_only=woken)
-        self._export_queued()
-
-    def _export_queued(
-        self, deadline: float | None = None, *, full_batches_only: bool = False
-    ) -> bool:
-        """Export what is queued now, batch by batch; False if the deadline passed first."""
-        from opentelemetry.instrumentation.utils import suppress_instrumentation
-
-        with self._export_lock, suppress_instrumentation():
-            queue = self._queue
-            minimum = self._max_batch if full_batches_only else 1
-            while len(queue) >= minimum:
-                if deadline is not None and time.monotonic() >= deadline:
-                    return False
-                count = min(len(queue), self._max_batch)
-                batch = [queue.popleft() for _ in range(count)]
-                self._export_batch(batch)
-        return True
-
-    def _export_batch(self, batch: list[SpanRecord | ReadableSpan]) -> None:
-        try:
-            payload = self._encoder.encode(batch, self.resource)
-            ok = self._exporter.export_encoded(payload, len(batch))
-        except Exception:
-            _diagnostics.exception("chatai-otel: exporting %d spans failed", len(batch))
-            ok = False
-        if ok:
-            self.exported += len(batch)
-        else:
-            self.failed += len(batch)
-        self._metrics.processed(len(batch))
-
-    def _after_fork(self) -> None:
-        self._queue = deque()
-        self._wake = threading.Event()
-        self._waking = False
-        self._export_lock = threading.Lock()
-        self._worker = self._start_worker()
-
-    # --- lifecycle -------------------------------------------------------------------
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Export everything queued so far; False when the deadline passed first."""
-        if self._shutdown:
-            return not self._queue
-        return self._export_queued(deadline=time.monotonic() + timeout_millis / 1000.0)
-
-    def shutdown(self) -> None:
-        """Export what is queued, stop the worker and the exporter."""
-        if self._shutdown:
-            return
-        self._shutdown = True
-        self._wake.set()
-        self._worker.join(self._export_timeout)
-        try:
-            self._exporter.shutdown()
-        except Exception:
-            pass
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue)
-
-    @property
-    def capacity(self) -> int:
-        return self._max_queue
-
-
-class _ProcessorMetrics:
-    """The semantic-convention self-metrics of a batching span processor (drops included)."""
-
-    def __init__(self, meter_provider: Any, processor: SpanExportProcessor) -> None:
-        self._processed: Any = None
-        if meter_provider is None:
-            return
-        try:
-            from opentelemetry.semconv._incubating.metrics import otel_metrics
-
-            meter = meter_provider.get_meter("chatai_otel")
-            attributes = {
-                "otel.component.type": "batching_span_processor",
-                "otel.component.name": "chatai_otel_span_processor",
-            }
-            self._attributes = attributes
-            self._processed = otel_metrics.create_otel_sdk_processor_span_processed(meter)
-            processor_ref = weakref.ref(processor)
-
-            def observe(get: Callable[[SpanExportProcessor], int]) -> Callable[..., Iterable[Any]]:
-                from opentelemetry.metrics import Observation
-
-                def callback(_options: Any) -> Iterable[Any]:
-                    live = processor_ref()
-                    return [] if live is None else [Observation(get(live), attributes)]
-
-                return callback
-
-            meter.create_observable_up_down_counter(
-                otel_metrics.OTEL_SDK_PROCESSOR_SPAN_QUEUE_SIZE,
-                callbacks=[observe(lambda p: p.queued)],
-                unit="{span}",
-                description="The number of spans in the queue of the span processor.",
-            )
-            meter.create_observable_up_down_counter(
-                otel_metrics.OTEL_SDK_PROCESSOR_SPAN_QUEUE_CAPACITY,
-                callbacks=[observe(lambda p: p.capacity)],
-                unit="{span}",
-                description="The maximum number of spans the queue can hold.",
-            )
-        except Exception:
-            self._processed = None
-
-    def processed(self, count: int) -> None:
-        if self._processed is not None:
-            self._processed.add(count, self._attributes)
-
-    def dropped(self, count: int, reason: str) -> None:
-        if self._processed is not None:
-            self._processed.add(count, {**self._attributes, "error.type": reason})

@@ -1,0 +1,338 @@
+"""What the span and log export paths share: the bounded queue and its worker thread, the
+transports that send already-encoded requests, and the processors' self-metrics.
+
+Why one piece: both paths must behave the same way in the ways users depend on — the
+calling thread never waits for the network, the queue is bounded and every drop is
+counted, a forked child gets a fresh queue and worker, ``force_flush`` and ``shutdown``
+keep their deadlines. :mod:`chatai_otel.span_export` and :mod:`chatai_otel.log_export`
+add only their record types and encoders.
+
+The transports stay the SDK's own exporters (retries, backoff, TLS, headers, compression,
+their self-metrics); only the encoding step is ours, and the gRPC stub sends our bytes
+without parsing them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
+
+from opentelemetry.sdk.resources import Resource
+
+__all__ = [
+    "BatchExportQueue",
+    "EncodedExporter",
+    "grpc_encoded_exporter",
+    "http_encoded_exporter",
+]
+
+# Diagnostics of the export path: the log pipeline prints these but never exports them
+# (exporting "export failed" over the failing export would loop).
+diagnostics = logging.getLogger("chatai_otel.export")
+
+Item = TypeVar("Item")
+
+
+# --- transports ------------------------------------------------------------------------
+
+
+class EncodedExporter(Protocol):
+    """Sends one already-encoded ``Export*ServiceRequest``."""
+
+    def export_encoded(self, payload: bytes, count: int) -> bool: ...
+
+    def shutdown(self) -> None: ...
+
+
+def grpc_encoded_exporter(
+    base: Any, method: str, response_type: Any, **kwargs: Any
+) -> EncodedExporter:
+    """``base`` (an SDK gRPC exporter class) sending our bytes as they are to ``method``."""
+    from opentelemetry.exporter.otlp.proto.grpc import exporter
+
+    # Typed as Any: we override the mixin's protected hooks, which its generics do not describe.
+    mixin: Any = exporter.OTLPExporterMixin
+
+    class _Batch:
+        __slots__ = ("count", "payload")
+
+        def __init__(self, payload: bytes, count: int) -> None:
+            self.payload = payload
+            self.count = count
+
+    class _RawStub:
+        """Like the generated service stub, but the request is already serialized."""
+
+        def __init__(self, channel: Any) -> None:
+            self.Export = channel.unary_unary(
+                method, request_serializer=None, response_deserializer=response_type.FromString
+            )
+
+    class GrpcEncodedExporter(base):  # type: ignore[misc]
+        # The mixin calls _initialize_channel_and_stub() at start and after UNAVAILABLE;
+        # we keep its channel handling and swap in a stub that sends bytes unchanged.
+        def _initialize_channel_and_stub(self) -> None:
+            super()._initialize_channel_and_stub()
+            self._client = _RawStub(self._channel)
+
+        def _translate_data(self, data: Any) -> Any:
+            return data.payload
+
+        def _count_data(self, data: Any) -> int:
+            return int(data.count)
+
+        def export_encoded(self, payload: bytes, count: int) -> bool:
+            result = mixin._export(self, _Batch(payload, count))
+            return bool(result.name == "SUCCESS")
+
+    exporter_object: EncodedExporter = GrpcEncodedExporter(**kwargs)
+    return exporter_object
+
+
+def http_encoded_exporter(base: Any, **kwargs: Any) -> EncodedExporter:
+    """``base`` (an SDK HTTP/protobuf exporter class) posting our bytes through its client."""
+
+    class HttpEncodedExporter(base):  # type: ignore[misc]
+        def export_encoded(self, payload: bytes, count: int) -> bool:
+            if self._shutdown:
+                return False
+            with self._metrics.export_operation(count) as result:
+                outcome = self._client.export(payload)
+                if not outcome.success:
+                    result.error = outcome.error
+                    return False
+            return True
+
+    exporter_object: EncodedExporter = HttpEncodedExporter(**kwargs)
+    return exporter_object
+
+
+# --- the queue -------------------------------------------------------------------------
+
+
+class BatchExportQueue(Generic[Item]):
+    """A bounded deque drained by one worker thread that encodes and sends batches.
+
+    Woken because a batch is full, the worker sends full batches only, so a burst leaves in
+    few large requests; the schedule delay sends the rest. Subclasses set the class
+    attributes and pass ``encode(batch, resource) -> bytes``.
+    """
+
+    signal = ""  # "span" / "log": names the self-metrics (OTel semantic conventions)
+    noun = "items"  # for diagnostics
+    unit = "{item}"
+
+    def __init__(
+        self,
+        exporter: EncodedExporter,
+        encode: Callable[[Sequence[Item], Resource | None], bytes],
+        *,
+        schedule_delay: float,
+        max_queue_size: int,
+        max_export_batch_size: int,
+        export_timeout: float,
+        meter_provider: Any,
+    ) -> None:
+        self._exporter = exporter
+        self._encode = encode
+        self._delay = schedule_delay
+        self._max_queue = max_queue_size
+        self._max_batch = max_export_batch_size
+        self._export_timeout = export_timeout
+        self.resource: Resource | None = None
+        self._queue: deque[Item] = deque()
+        self._wake = threading.Event()
+        self._waking = False
+        self._export_lock = threading.Lock()
+        self._shutdown = False
+        self.dropped = 0
+        self.exported = 0
+        self.failed = 0
+        self._last_drop_report = 0.0
+        self._metrics = _SelfMetrics(meter_provider, self)
+        self._worker = self._start_worker()
+        if hasattr(os, "register_at_fork"):
+            reinit = weakref.WeakMethod(self._after_fork)
+            os.register_at_fork(after_in_child=lambda: (m := reinit()) and m())
+
+    # --- calling thread --------------------------------------------------------------
+
+    def submit(self, item: Item) -> None:
+        """Queue one item; drop (and count) it when the queue is full. Never blocks."""
+        queue = self._queue
+        if len(queue) >= self._max_queue or self._shutdown:
+            self._drop("already_shutdown" if self._shutdown else "queue_full")
+            return
+        queue.append(item)
+        if len(queue) >= self._max_batch and not self._waking:
+            self._waking = True
+            self._wake.set()
+
+    def _drop(self, reason: str = "queue_full") -> None:
+        self.dropped += 1
+        self._metrics.dropped(1, reason)
+        if reason != "queue_full":
+            return
+        now = time.monotonic()
+        if now - self._last_drop_report >= 10.0:
+            self._last_drop_report = now
+            diagnostics.warning(
+                "chatai-otel: %s export queue full (%d %s); %d %s dropped so far",
+                self.signal,
+                self._max_queue,
+                self.noun,
+                self.dropped,
+                self.noun,
+            )
+
+    # --- worker ----------------------------------------------------------------------
+
+    def _start_worker(self) -> threading.Thread:
+        worker = threading.Thread(
+            target=self._run, name=f"chatai-otel-{self.signal}-export", daemon=True
+        )
+        worker.start()
+        return worker
+
+    def _run(self) -> None:
+        while not self._shutdown:
+            woken = self._wake.wait(self._delay)
+            self._wake.clear()
+            self._waking = False
+            if self._shutdown:
+                break
+            # Woken by a full batch: send full batches only (under load, what arrives while
+            # one is sent would otherwise go out in many small requests); on the timer: all.
+            self._export_queued(full_batches_only=woken)
+        self._export_queued()
+
+    def _export_queued(
+        self, deadline: float | None = None, *, full_batches_only: bool = False
+    ) -> bool:
+        """Export what is queued now, batch by batch; False if the deadline passed first."""
+        from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+        with self._export_lock, suppress_instrumentation():
+            queue = self._queue
+            minimum = self._max_batch if full_batches_only else 1
+            while len(queue) >= minimum:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                count = min(len(queue), self._max_batch)
+                batch = [queue.popleft() for _ in range(count)]
+                self._export_batch(batch)
+        return True
+
+    def _export_batch(self, batch: list[Item]) -> None:
+        try:
+            payload = self._encode(batch, self.resource)
+            ok = self._exporter.export_encoded(payload, len(batch))
+        except Exception:
+            diagnostics.exception("chatai-otel: exporting %d %s failed", len(batch), self.noun)
+            ok = False
+        if ok:
+            self.exported += len(batch)
+        else:
+            self.failed += len(batch)
+        self._metrics.processed(len(batch))
+
+    def _after_fork(self) -> None:
+        self._queue = deque()
+        self._wake = threading.Event()
+        self._waking = False
+        self._export_lock = threading.Lock()
+        self._worker = self._start_worker()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export everything queued so far; False when the deadline passed first."""
+        if self._shutdown:
+            return not self._queue
+        return self._export_queued(deadline=time.monotonic() + timeout_millis / 1000.0)
+
+    def shutdown(self) -> None:
+        """Export what is queued, stop the worker and the exporter."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        self._wake.set()
+        self._worker.join(self._export_timeout)
+        try:
+            self._exporter.shutdown()
+        except Exception:
+            pass
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def capacity(self) -> int:
+        return self._max_queue
+
+
+class _SelfMetrics:
+    """The semantic-convention self-metrics of a batching processor (drops included):
+    ``otel.sdk.processor.<signal>.processed`` and the queue's size and capacity."""
+
+    def __init__(self, meter_provider: Any, queue: BatchExportQueue[Any]) -> None:
+        self._processed: Any = None
+        if meter_provider is None:
+            return
+        try:
+            from opentelemetry.semconv._incubating.metrics import otel_metrics
+
+            signal = queue.signal
+            meter = meter_provider.get_meter("chatai_otel")
+            attributes = {
+                "otel.component.type": f"batching_{signal}_processor",
+                "otel.component.name": f"chatai_otel_{signal}_processor",
+            }
+            self._attributes = attributes
+            create_processed = getattr(
+                otel_metrics, f"create_otel_sdk_processor_{signal}_processed"
+            )
+            self._processed = create_processed(meter)
+            queue_ref = weakref.ref(queue)
+
+            def observe(
+                get: Callable[[BatchExportQueue[Any]], int],
+            ) -> Callable[..., Iterable[Any]]:
+                from opentelemetry.metrics import Observation
+
+                def callback(_options: Any) -> Iterable[Any]:
+                    live = queue_ref()
+                    return [] if live is None else [Observation(get(live), attributes)]
+
+                return callback
+
+            upper = signal.upper()
+            meter.create_observable_up_down_counter(
+                getattr(otel_metrics, f"OTEL_SDK_PROCESSOR_{upper}_QUEUE_SIZE"),
+                callbacks=[observe(lambda q: q.queued)],
+                unit=queue.unit,
+                description=f"The number of {queue.noun} in the queue of the {signal} processor.",
+            )
+            meter.create_observable_up_down_counter(
+                getattr(otel_metrics, f"OTEL_SDK_PROCESSOR_{upper}_QUEUE_CAPACITY"),
+                callbacks=[observe(lambda q: q.capacity)],
+                unit=queue.unit,
+                description=f"The maximum number of {queue.noun} the queue can hold.",
+            )
+        except Exception:
+            self._processed = None
+
+    def processed(self, count: int) -> None:
+        if self._processed is not None:
+            self._processed.add(count, self._attributes)
+
+    def dropped(self, count: int, reason: str) -> None:
+        if self._processed is not None:
+            self._processed.add(count, {**self._attributes, "error.type": reason})
