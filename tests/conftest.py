@@ -84,7 +84,9 @@ class AppProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self, path: str = "/ping", timeout: float = 30.0) -> None:
+    def wait_ready(self, path: str = "/ping", timeout: float = 90.0) -> None:
+        """Until ``path`` answers. Generous: at load 10 on two cores, the start-up of
+        ``opentelemetry-instrument`` plus spawned workers alone was seen to take over 30 s."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
