@@ -121,27 +121,27 @@ class BatchExportQueue(Generic[Item]):
 
     Woken because a batch is full, the worker sends full batches only, so a burst leaves in
     few large requests; the schedule delay sends the rest. Subclasses set the class
-    attributes and pass ``encode(batch, resource) -> bytes``.
+    attributes and give the encoder (:meth:`_new_encoder`).
     """
 
     signal = ""  # "span" / "log": names the self-metrics (OTel semantic conventions)
     noun = "items"  # for diagnostics
     unit = "{item}"
+    default_schedule_delay = 5.0
 
     def __init__(
         self,
         exporter: EncodedExporter,
-        encode: Callable[[Sequence[Item], Resource | None], bytes],
         *,
-        schedule_delay: float,
-        max_queue_size: int,
-        max_export_batch_size: int,
-        export_timeout: float,
-        meter_provider: Any,
+        schedule_delay: float | None = None,
+        max_queue_size: int = 2048,
+        max_export_batch_size: int = 512,
+        export_timeout: float = 30.0,
+        meter_provider: Any = None,
     ) -> None:
         self._exporter = exporter
-        self._encode = encode
-        self._delay = schedule_delay
+        self._encode = self._new_encoder()
+        self._delay = self.default_schedule_delay if schedule_delay is None else schedule_delay
         self._max_queue = max_queue_size
         self._max_batch = max_export_batch_size
         self._export_timeout = export_timeout
@@ -160,6 +160,10 @@ class BatchExportQueue(Generic[Item]):
         if hasattr(os, "register_at_fork"):
             reinit = weakref.WeakMethod(self._after_fork)
             os.register_at_fork(after_in_child=lambda: (m := reinit()) and m())
+
+    def _new_encoder(self) -> Callable[[Sequence[Item], Resource | None], bytes]:
+        """``encode(batch, resource) -> bytes``: one serialized export request."""
+        raise NotImplementedError
 
     # --- calling thread --------------------------------------------------------------
 

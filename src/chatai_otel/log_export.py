@@ -300,26 +300,10 @@ class LogExportProcessor(BatchExportQueue[Record], LogRecordProcessor):
     signal = "log"
     noun = "log records"
     unit = "{log_record}"
+    default_schedule_delay = 1.0
 
-    def __init__(
-        self,
-        exporter: EncodedExporter,
-        *,
-        schedule_delay: float = 1.0,
-        max_queue_size: int = 2048,
-        max_export_batch_size: int = 512,
-        export_timeout: float = 30.0,
-        meter_provider: Any = None,
-    ) -> None:
-        super().__init__(
-            exporter,
-            OtlpLogEncoder().encode,
-            schedule_delay=schedule_delay,
-            max_queue_size=max_queue_size,
-            max_export_batch_size=max_export_batch_size,
-            export_timeout=export_timeout,
-            meter_provider=meter_provider,
-        )
+    def _new_encoder(self) -> Any:
+        return OtlpLogEncoder().encode
 
     def attach(self, provider: LoggerProvider) -> None:
         """Add to ``provider`` (its resource goes on every export) and make it findable."""
