@@ -446,3 +446,37 @@ def test_http_exception_keeps_its_status_and_gains_the_request_id(backend: Backe
     server = backend.server_span(answer.headers["x-request-id"])
     assert "http.route" not in server.attributes  # no template matched: never the raw path
     assert server.name == "GET"
+
+
+def test_a_deliberate_5xx_http_exception_is_an_answer_not_a_system_error(backend: Backend) -> None:
+    """HTTPException(502) from app code: its status and detail, on the span, no track_error."""
+    answer = backend.get("/upstream")
+    assert answer.status_code == 502
+    request_id = answer.headers["x-request-id"]
+    assert answer.json() == {"detail": "upstream unavailable", "request_id": request_id}
+    server = backend.server_span(request_id)
+    assert server.status_code == 2  # a 5xx is a server error
+    assert server.attributes["error.type"] == "502"  # the status code, as the semconv asks
+    exceptions = [e for e in server.events if e["name"] == "exception"]
+    assert len(exceptions) == 1
+    assert exceptions[0]["attributes"]["exception.type"].endswith("HTTPException")
+    assert _eventually(lambda: len(backend.access_lines(request_id)) == 1)
+    line = backend.access_lines(request_id)[0]
+    assert line["message"] == "HTTP_REQUEST_ERROR"
+    assert line["status"] == 502
+    assert line["error_message"] == "502: upstream unavailable"
+    assert "error_event_id" not in line
+    tracked = [
+        x
+        for x in backend.lines()
+        if x.get("message") == "application_error" and x.get("request_id") == request_id
+    ]
+    assert not tracked  # not counted as a generic system error
+    backend.receiver.wait_for_metrics(
+        1,
+        lambda p: (
+            p.name == "http.server.request.duration"
+            and p.attributes.get("http.route") == "/upstream"
+            and p.attributes.get("error.type") == "502"
+        ),
+    )

@@ -361,9 +361,11 @@ class RequestTelemetryMiddleware:
             attributes["http.route"] = route
         failed = status >= 500 or status == 0
         if failed:
-            attributes["error.type"] = (
-                _exception_type(exception) if exception is not None else str(status or "_OTHER")
-            )
+            if exception is None or getattr(exception, "status_code", None) == status:
+                # no exception, or one that only carried the status (HTTPException): the code
+                attributes["error.type"] = str(status or "_OTHER")
+            else:
+                attributes["error.type"] = _exception_type(exception)
         self._duration.record(
             duration,
             (method, attributes["url.scheme"], status, route, attributes.get("error.type")),

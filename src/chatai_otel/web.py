@@ -105,6 +105,18 @@ def _note_exception(request: Any, exc: BaseException, category: str, severity: s
     return state.request_id if state is not None else request_id()
 
 
+def _note_answer(request: Any, exc: BaseException) -> None:
+    """A deliberate 5xx answer: the exception on the span and the access line, no error record."""
+    try:
+        state = _state_of(request)
+        if state is not None and state.exception is not exc:
+            state.exception = exc
+            if state.span is not None:
+                record_exception(state.span, exc)
+    except Exception:
+        pass
+
+
 def _report_error(exc: BaseException, request: Any, category: str, severity: str) -> str | None:
     """The one call site that feeds handled request errors to ``chatai_otel.errors.track_error``.
 
@@ -159,13 +171,20 @@ async def unhandled_error_handler(request: Any, exc: Exception) -> Any:
 
 
 async def http_exception_handler(request: Any, exc: Exception) -> Any:
-    """FastAPI's own HTTPException answer, plus the request_id."""
+    """FastAPI's own HTTPException answer, plus the request_id.
+
+    An HTTPException is the answer the app chose, not an error it failed to
+    handle: a 5xx one is recorded on the server span and makes the access line
+    HTTP_REQUEST_ERROR (``error.type`` is the status code, as the HTTP semconv
+    asks), but it is not fed to ``track_error`` as a system error — the app
+    knows the category (an upstream outage, maintenance) and tracks it itself.
+    """
     from fastapi.responses import JSONResponse, Response
 
     status = getattr(exc, "status_code", 500)
     headers = getattr(exc, "headers", None)
     if status >= 500:
-        _note_exception(request, exc, "system", "medium")
+        _note_answer(request, exc)
     if status in (204, 304) or status < 200:
         return Response(status_code=status, headers=headers)
     return JSONResponse(

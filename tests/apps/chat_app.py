@@ -13,7 +13,7 @@ if os.environ.get("CHAT_APP_BY_HAND"):
 import httpx
 import redis
 import redis.asyncio as aioredis
-from fastapi import Depends, FastAPI, Header
+from fastapi import Depends, FastAPI, Header, HTTPException
 from pydantic import BaseModel
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -96,6 +96,12 @@ async def db_error() -> None:
 @app.get("/boom")
 async def boom() -> None:
     raise RuntimeError("exploded with Authorization: Bearer sk-live-abcdefghijklmnop")
+
+
+@app.get("/upstream")
+async def upstream() -> None:
+    """A deliberate 502: the app's own answer when a dependency fails."""
+    raise HTTPException(502, "upstream unavailable")
 
 
 @app.get("/whoami")
