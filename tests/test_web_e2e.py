@@ -126,6 +126,10 @@ def test_one_server_span_with_db_and_redis_children_and_nothing_else(backend: Ba
     assert "%(id)s" in query or ":id" in query  # parameters, never their values
     redis_span = next(s for s in children if s not in (db,))
     assert "GET" in redis_span.name
+    command = redis_span.attributes.get("db.query.text") or redis_span.attributes.get(
+        "db.statement"
+    )
+    assert command == "GET ?"  # the key (and any value) never recorded
     names = {s.name for s in backend.receiver.spans()}
     assert "connect" not in names
     assert not [n for n in names if n.endswith(("http send", "http receive"))]
