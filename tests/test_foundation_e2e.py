@@ -239,7 +239,10 @@ def test_gunicorn_preload_workers_each_export_with_their_own_instance_id(receive
 
 def test_uvicorn_spawned_workers_each_export_with_their_own_instance_id(receiver, start_app):
     port = free_port()
-    app = start_app(uvicorn_under_instrument(port, "--workers", "2"), telemetry_env(receiver), port)
+    # uvicorn restarts a worker that misses its 5 s health check; start-up under
+    # opentelemetry-instrument alone took 4-5 s at load 7-9 (README: fork and spawn)
+    workers = ("--workers", "2", "--timeout-worker-healthcheck", "60")
+    app = start_app(uvicorn_under_instrument(port, *workers), telemetry_env(receiver), port)
     app.wait_ready()
     deadline = time.monotonic() + 20
     pids: set[int] = set()

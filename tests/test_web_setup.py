@@ -148,7 +148,10 @@ def test_uvicorn_workers_each_get_the_middleware(receiver, start_app, table) -> 
     """Spawned workers (uvicorn --workers 2) configure and instrument themselves."""
     port = free_port()
     env = telemetry_env(receiver, CHAT_APP_TABLE=table, CHAT_APP_PORT=str(port))
-    app = start_app([*_uvicorn(port), "--workers", "2"], env, port)
+    # a generous worker health check: start-up under load can pass uvicorn's default 5 s
+    app = start_app(
+        [*_uvicorn(port), "--workers", "2", "--timeout-worker-healthcheck", "60"], env, port
+    )
     app.wait_ready()
     for _ in range(10):
         with httpx.Client() as client:
