@@ -290,3 +290,21 @@ async def test_integers_json_cannot_carry_are_kept_as_digits(schema: str, tmp_pa
     assert query(f'SELECT data FROM "{schema}".business_event_log') == [
         ({"big": str(2**70), "fine": 2**40, "nested": [{"n": str(-(2**65))}]},)
     ]
+
+
+async def test_an_audit_record_larger_than_the_budget_is_kept_not_waited_on_forever(
+    schema: str, tmp_path: Path
+) -> None:
+    # A 1 MiB budget never has room for a 1 MB record: it must not wait for room that cannot come.
+    store = make_store(schema, tmp_path / "journal", disk_budget=1 << 20)
+    huge = event(True, data={"blob": "x" * 1_000_000})
+    await asyncio.wait_for(store.put(huge), 10)
+    after = event(True, data={"seq": 1})  # and the journal goes on taking records
+    await asyncio.wait_for(store.put(after), 10)
+    assert store.flush(20)
+    assert store.close(5)
+    rows = query(
+        f"SELECT event_id::text, length(data->>'blob') FROM \"{schema}\".business_event_log "
+        "ORDER BY id"
+    )
+    assert rows == [(huge.event_id, 1_000_000), (after.event_id, None)]

@@ -700,7 +700,10 @@ class DurableStore:
         journal = self._running()
         if record.audit:
             payload = encode(record)
-            while self._headroom(journal) < len(payload):
+            # A record larger than an emptied journal could ever hold would wait forever:
+            # it goes over the budget instead (an audit record is never dropped).
+            fits_ever = len(payload) <= self.disk_budget - 3 * self._segment_bytes
+            while fits_ever and self._headroom(journal) < len(payload):
                 if self._closed:
                     raise StoreClosedError("the event store is closed")
                 await asyncio.sleep(0.01)
