@@ -164,6 +164,30 @@ def test_without_a_url_the_sink_stays_the_null_sink(receiver: OTLPReceiver) -> N
     assert len(out["ID"]) == 3  # events and errors work the same without a store
 
 
+def test_a_store_that_cannot_start_leaves_the_app_running_without_it(
+    receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")  # the journal directory cannot be created under a file
+    env = telemetry_env(
+        receiver,
+        CHATAI_OTEL_STORE_URL=pg_url(),
+        CHATAI_OTEL_STORE_JOURNAL_DIR=str(blocker / "journal"),
+    )
+    done = subprocess.run(
+        [sys.executable, str(APPS / "store_app.py"), "2", "exit"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    out = tagged(done.stdout)
+    assert out["SINK"] == ["NullSink"], done.stderr
+    assert len(out["ID"]) == 5  # events and errors go on without the SQL copy
+    assert "the event store did not start" in done.stdout + done.stderr
+
+
 # --- the command line ----------------------------------------------------------------------
 
 
