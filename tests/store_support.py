@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -13,6 +14,7 @@ from typing import Any
 import psycopg
 
 from chatai_otel.records import ErrorRecord, EventRecord, new_event_id
+from chatai_otel.store import DurableStore
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_DSN = f"host={PG_HOST} port={PG_PORT} dbname=test user=postgres"
@@ -32,6 +34,18 @@ def pg_schema(prefix: str = "store_test") -> Iterator[str]:
     finally:
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def wait_durable(store: DurableStore, count: int, timeout: float = 30.0) -> None:
+    """Wait until ``count`` records are fsynced in the journal, before a short ``close()``.
+
+    A close with the database away only waits ``timeout`` for the last group commit; on a
+    loaded machine that fsync may take longer, and the test would copy a journal without it.
+    """
+    deadline = time.monotonic() + timeout
+    while store.stats()["durable"] < count:
+        assert time.monotonic() < deadline, store.stats()
+        time.sleep(0.01)
 
 
 def query(sql: str, *params: Any) -> list[tuple[Any, ...]]:

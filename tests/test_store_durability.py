@@ -138,7 +138,12 @@ def test_producer_killed_with_sigkill_loses_no_returned_event_and_stores_none_tw
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"producing", proc.stderr
         before = len(read_ids(ids_file))
-        time.sleep(rng.uniform(0.3, 1.5))
+        # Kill at a random moment once the run has returned enough events to prove something
+        # (a fixed head start may not be enough on a loaded machine).
+        deadline = time.monotonic() + 60
+        while len(read_ids(ids_file)) - before <= 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.2))
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         returned_per_run.append(len(read_ids(ids_file)) - before)

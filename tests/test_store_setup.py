@@ -20,7 +20,7 @@ from chatai_otel.receiver import OTLPReceiver
 from chatai_otel.sql import instrument_sqlalchemy, uninstrument_sqlalchemy
 from chatai_otel.store import DurableStore, create_tables
 from conftest import APPS, bin_path, telemetry_env
-from store_support import error, event, pg_schema, pg_url, query
+from store_support import error, event, pg_schema, pg_url, query, wait_durable
 
 
 @pytest.fixture
@@ -224,6 +224,7 @@ def test_drain_command_writes_what_a_stopped_process_left(schema: str, tmp_path:
     for _ in range(25):
         left.put_nowait(event())
     assert left.flush(0.3) is False
+    wait_durable(left, 25)
     left.close(0.1)
     done = subprocess.run(
         [
@@ -295,6 +296,7 @@ async def test_sqlite_replay_after_an_unavailable_database_stores_each_record_on
     records = [event(i % 4 == 0, data={"seq": i}) for i in range(60)]
     for record in records:
         await away.put(record)
+    wait_durable(away, 60)
     assert not away.close(0.3)
     shutil.copytree(journal, tmp_path / "copy")
     for _ in range(2):  # replayed twice, as after a crash between commit and cleanup
