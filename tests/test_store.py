@@ -313,3 +313,16 @@ async def test_an_audit_record_larger_than_the_budget_is_kept_not_waited_on_fore
         "ORDER BY id"
     )
     assert rows == [(huge.event_id, 1_000_000), (after.event_id, None)]
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg_async", "psycopg2"])
+async def test_a_host_apps_url_with_another_driver_is_written_through_psycopg(
+    schema: str, tmp_path: Path, driver: str
+) -> None:
+    # The app's DATABASE_URL, as is: the store's writer thread needs the blocking psycopg 3.
+    url = pg_url().replace("postgresql://", f"postgresql+{driver}://")
+    store = make_store(schema, tmp_path / "journal", url=url)
+    await store.put(event(True, data={"driver": driver}))
+    assert store.flush(20)
+    assert store.close(5)
+    assert query(f'SELECT data FROM "{schema}".business_event_log') == [({"driver": driver},)]

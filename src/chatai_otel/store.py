@@ -272,12 +272,16 @@ def _python_row(kind: str, doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def engine_for(url: str, **kwargs: Any) -> Engine:
-    """An engine for the store: ``postgresql://`` means psycopg 3; SQLite works too."""
+    """An engine for the store: PostgreSQL always through psycopg 3; SQLite works too.
+
+    The writer is a thread with a blocking connection, so a host app's own URL
+    (``postgresql+asyncpg://``, ``+psycopg_async``, ``+psycopg2``) is reused with psycopg 3
+    instead: an async driver would fail every write, a missing one would stop the store.
+    """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend in ("postgresql", "postgres"):
-        if parsed.drivername in ("postgresql", "postgres"):
-            parsed = parsed.set(drivername="postgresql+psycopg")
+        parsed = parsed.set(drivername="postgresql+psycopg")
         connect_args: dict[str, Any] = {
             "connect_timeout": 5,
             "application_name": "chatai-otel-store",
