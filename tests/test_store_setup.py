@@ -6,6 +6,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,7 +96,7 @@ def tagged(stdout: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for line in stdout.splitlines():
         tag, _, value = line.partition(" ")
-        if tag in ("SINK", "TRACE", "ID"):
+        if tag in ("SINK", "TRACE", "ID", "ENDING"):
             out.setdefault(tag, []).append(value)
     return out
 
@@ -149,6 +150,39 @@ def test_configure_installs_the_store_and_shutdown_flushes_it(
         )
     ]
     assert not list(journal.glob("slot-*/[0-9]*-*.journal"))
+
+
+def test_a_database_away_at_shutdown_leaves_time_for_spans_and_logs(
+    receiver: OTLPReceiver, tmp_path: Path
+) -> None:
+    """The store gets half the shutdown deadline at most: what it could not write stays in
+    its journal, and the spans and logs still leave (each export here takes 1 s: with the
+    whole deadline spent on the store, they would be cut off at exit)."""
+    receiver.delay = 1.0
+    journal = tmp_path / "journal"
+    env = telemetry_env(
+        receiver,
+        CHATAI_OTEL_STORE_URL="postgresql+psycopg://postgres@127.0.0.1:1/test",  # nobody there
+        CHATAI_OTEL_STORE_JOURNAL_DIR=str(journal),
+        CHATAI_OTEL_SHUTDOWN_TIMEOUT="4",
+        OTEL_BSP_SCHEDULE_DELAY="60000",  # spans and logs leave at shutdown only
+        OTEL_BLRP_SCHEDULE_DELAY="60000",
+    )
+    done = subprocess.run(
+        [sys.executable, str(APPS / "store_app.py"), "20", "exit"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    shutdown_seconds = time.time() - float(tagged(done.stdout)["ENDING"][0])
+    out = tagged(done.stdout)
+    assert out["SINK"] == ["DurableStore"], done.stderr
+    assert shutdown_seconds < 4 + 1.5  # the deadline, and the interpreter's own teardown
+    (trace_id,) = out["TRACE"]
+    assert receiver.wait_for_spans(1, lambda s: s.trace_id == trace_id and s.name == "work")
+    assert receiver.wait_for_logs(1, lambda r: r.trace_id == trace_id)
+    assert list(journal.glob("slot-*/[0-9]*-*.journal"))  # kept for the next start
 
 
 def test_without_a_url_the_sink_stays_the_null_sink(receiver: OTLPReceiver) -> None:

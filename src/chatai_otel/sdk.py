@@ -370,7 +370,10 @@ class Telemetry:
             self._shutdown_done = True
         deadline = self.settings.shutdown_timeout if timeout is None else timeout
         started = time.monotonic()
-        ok = _run_before_deadline(list(self._shutdown_callbacks), deadline)
+        # The callbacks (the event store) first, as they still log and count; with half the
+        # deadline at most, so a database that is away cannot starve the span and log export
+        # (what the store has not written stays in its journal, replayed at the next start).
+        ok = _run_before_deadline(list(self._shutdown_callbacks), deadline * 0.5)
         left = max(0.0, deadline - (time.monotonic() - started))
         # Traces and logs first, in parallel; metrics last so their final collection sees all.
         calls: list[Callable[[float], object]] = []

@@ -14,6 +14,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 
 from opentelemetry import trace
 
@@ -52,6 +53,7 @@ async def main(count: int) -> None:
 
 if __name__ == "__main__":
     asyncio.run(main(int(sys.argv[1])))
+    print("ENDING", time.time(), flush=True)  # the shutdown (atexit or SIGTERM) starts now
     if sys.argv[2] == "sigterm":
         os.kill(os.getpid(), signal.SIGTERM)
         signal.pause()
