@@ -77,7 +77,7 @@ def _sdk_spans(specs: list) -> list:
         if event_attributes is not None:
             span.add_event("happened", event_attributes)
         if status == "error":
-            span.set_status(Status(StatusCode.ERROR, "broken: password=[redacted]"))
+            span.set_status(Status(StatusCode.ERROR, "broken: retries=3"))  # no secret: kept
         elif status == "ok":
             span.set_status(StatusCode.OK)
         span.end()
@@ -342,3 +342,37 @@ def test_forked_child_exports_its_own_spans_once_with_its_own_instance_id(receiv
     parent = spans["in.parent"].resource
     assert child["service.instance.id"] != parent["service.instance.id"]
     assert child["process.pid"] != parent["process.pid"]
+
+
+def test_sdk_span_exception_text_is_scrubbed_before_it_leaves(receiver):
+    """App code and instrumentations record exceptions with the SDK's own record_exception,
+    which copies str(exc) and the traceback verbatim: the exporter scrubs them."""
+    provider = TracerProvider(resource=Resource({"service.name": "app"}), shutdown_on_exit=False)
+    SpanExportProcessor(
+        grpc_span_exporter(endpoint=receiver.grpc_endpoint, insecure=True), schedule_delay=60
+    ).attach(provider)
+    tracer = provider.get_tracer("app.code")
+    try:
+        with tracer.start_as_current_span("failing"):
+            raise RuntimeError("login failed password=hunter2pw Authorization: Bearer xyz")
+    except RuntimeError:
+        pass
+    span = tracer.start_span("recorded")
+    span.record_exception(ValueError("cannot reach postgresql://app:s3cretpw@db/chat"))
+    span.add_event("note", {"exception.message": "kept: not an exception event"})
+    span.end()
+    assert provider.force_flush(10_000)
+    spans = {s.name: s for s in receiver.wait_for_spans(2, timeout=5)}
+    provider.shutdown()
+    failing, recorded = spans["failing"], spans["recorded"]
+    exported = repr((failing.events, failing.status_message, recorded.events))
+    for secret in ("hunter2pw", "xyz", "s3cretpw"):
+        assert secret not in exported, secret
+    event = failing.events[0]["attributes"]
+    assert event["exception.type"] == "RuntimeError"
+    assert "password=[REDACTED]" in event["exception.message"]
+    assert "Authorization: [REDACTED]" in event["exception.message"]
+    assert "password=[REDACTED]" in event["exception.stacktrace"]
+    assert failing.status_code == 2 and "password=[REDACTED]" in failing.status_message
+    assert "app:[REDACTED]@db" in recorded.events[0]["attributes"]["exception.message"]
+    assert recorded.events[1]["attributes"] == {"exception.message": "kept: not an exception event"}

@@ -49,6 +49,7 @@ from chatai_otel.otlp_wire import (
     utf8,
     varint,
 )
+from chatai_otel.redaction import scrub_text
 
 __all__ = [
     "OtlpSpanEncoder",
@@ -122,8 +123,34 @@ def _count(tag: bytes, count: int) -> bytes:
     return tag + varint(count) if count else b""
 
 
+# Free-text attributes of an ``exception`` event: the SDK writes them as they are.
+_EXCEPTION_TEXT = ("exception.message", "exception.stacktrace")
+
+
+def _scrubbed_event_attributes(name: str, attributes: Any) -> Any:
+    """An SDK ``exception`` event's message and stack trace, scrubbed; other events as they are.
+
+    ``Span.record_exception`` of the SDK (app code, instrumentations, ``use_span``) copies
+    ``str(exc)`` and the traceback verbatim; an exception message may hold a password.
+    """
+    if name != "exception" or not attributes:
+        return attributes
+    if not any(isinstance(attributes.get(key), str) for key in _EXCEPTION_TEXT):
+        return attributes
+    cleaned = dict(attributes)
+    for key in _EXCEPTION_TEXT:
+        value = cleaned.get(key)
+        if isinstance(value, str):
+            cleaned[key] = scrub_text(value)
+    return cleaned
+
+
 def record_of(span: ReadableSpan) -> SpanRecord:
-    """The :data:`SpanRecord` of an SDK span (read on the worker thread)."""
+    """The :data:`SpanRecord` of an SDK span (read on the worker thread).
+
+    Exception text (the ``exception`` event, an ERROR status description) is scrubbed
+    here: SDK spans record it verbatim, and this is the one way out of the process.
+    """
     context = span.context
     parent = span.parent
     assert context is not None
@@ -131,7 +158,12 @@ def record_of(span: ReadableSpan) -> SpanRecord:
     if parent is not None and parent.is_remote:
         flags |= FLAG_IS_REMOTE
     events = [
-        (event.name, event.timestamp, event.attributes, event.dropped_attributes)
+        (
+            event.name,
+            event.timestamp,
+            _scrubbed_event_attributes(event.name, event.attributes),
+            event.dropped_attributes,
+        )
         for event in span.events
     ]
     links = [
@@ -163,7 +195,7 @@ def record_of(span: ReadableSpan) -> SpanRecord:
         events or None,
         links or None,
         status.status_code.value if status is not None else 0,
-        status.description if status is not None else None,
+        scrub_text(status.description) if status is not None and status.description else None,
         span.instrumentation_scope or InstrumentationScope("unknown"),
         dropped if any(dropped) else None,
     )
