@@ -280,6 +280,28 @@ def test_otel_api_records_share_the_one_export_path(make_pipeline):
     assert record.event_name == "gen_ai.choice"
 
 
+def test_otel_api_records_are_scrubbed_too(make_pipeline):
+    """Records of the OTel Logs API skip our pipeline: the export processor scrubs them."""
+    pipe = make_pipeline()
+    otel_logger = pipe.telemetry.logger_provider.get_logger("other.library")
+    otel_logger.emit(
+        body="login failed password=hunter2pw Authorization: Bearer xyz123",
+        attributes={
+            "api_key": "k-123456",
+            "exception.message": "cannot reach postgresql://app:s3cretpw@db/chat",
+            "n": 1,
+        },
+    )
+    otel_logger.emit(body={"user": "bob", "headers": {"cookie": "sid=c00kie"}})
+    first, second = pipe.exported(2, lambda r: r.scope == "other.library")
+    exported = repr([(r.body, r.attributes) for r in (first, second)])
+    for secret in ("hunter2pw", "xyz123", "k-123456", "s3cretpw", "c00kie"):
+        assert secret not in exported, secret
+    assert first.body == f"login failed password={REDACTED} Authorization: {REDACTED}"
+    assert first.attributes["api_key"] == REDACTED and first.attributes["n"] == 1
+    assert second.body == {"user": "bob", "headers": {"cookie": REDACTED}}
+
+
 # --- what is never exported ---------------------------------------------------------------
 
 

@@ -17,7 +17,8 @@ so a burst leaves in few large requests; the schedule delay sends the rest.
 
 Records emitted through the OTel Logs API by other code (``LoggerProvider``
 -> ``on_emit``) take the same queue, so the process has exactly one log export
-pipeline and every record leaves once.
+pipeline and every record leaves once. They did not pass the log pipeline, so
+their body and attributes are scrubbed here (:mod:`chatai_otel.redaction`).
 
 The queue is bounded: when it is full the new record is dropped and counted
 (``otel.sdk.processor.log.processed`` with ``error.type=queue_full``, and
@@ -55,6 +56,7 @@ from chatai_otel.otlp_wire import (
     utf8,
     varint,
 )
+from chatai_otel.redaction import get_scrubber
 
 __all__ = [
     "LogExportProcessor",
@@ -316,13 +318,17 @@ class LogExportProcessor(BatchExportQueue[Record], LogRecordProcessor):
         try:
             api = log_record.log_record
             severity = api.severity_number
+            scrubber = get_scrubber()
+            body = api.body
+            if isinstance(body, str | Mapping | list | tuple):
+                body = scrubber.scrub(body)
             self.submit(
                 (
                     api.timestamp or api.observed_timestamp or time.time_ns(),
                     severity.value if severity is not None else 0,
                     api.severity_text or "",
-                    api.body,
-                    dict(api.attributes) if api.attributes else None,
+                    body,
+                    scrubber.scrub_mapping(api.attributes) if api.attributes else None,
                     api.trace_id or 0,
                     api.span_id or 0,
                     int(api.trace_flags or 0),
