@@ -402,6 +402,33 @@ def test_values_over_the_size_limit_are_truncated_with_a_marker(make_pipeline):
     assert len(record.attributes["blob"]) < 1100
 
 
+def test_a_secret_cut_in_half_by_truncation_never_leaves_in_part(make_pipeline):
+    """Scrubbing runs before the cut: a URL password straddling the size limit (of a message,
+    a field, an exception message, the head and the tail of a long stack trace) is redacted
+    whole, where scrubbing after the cut saw "postgresql://app:hu" and let "hu" through."""
+    pipe = make_pipeline(CHATAI_OTEL_LOG_MAX_VALUE_SIZE="256")
+    secret = "Qz7Kp2Vw9Xr4Jm8Ln3Bt"
+    at_the_cut = "x" * 230 + " postgresql://app:" + secret + "@db/chat"  # 256 falls in it
+    # the stack trace keeps its first and last 512 characters: put the secret on both cuts
+    error = RuntimeError(
+        f"{'z' * 420} postgresql://app:{secret}@db {'y' * 300} postgresql://app:{secret}@db "
+        + "w" * 500
+    )
+    try:
+        raise error
+    except RuntimeError:
+        get_logger("cut").exception(at_the_cut, blob=at_the_cut)
+    (line,) = pipe.stdout_json()
+    (record,) = pipe.exported(1, lambda r: r.scope == "cut")
+    trace_text = line["exception"]["stacktrace"]
+    assert "truncated" in trace_text and len(trace_text) < 1100
+    assert "truncated" in line["message"] and "truncated" in line["blob"]
+    outputs = (json.dumps(line), repr((record.body, record.attributes)))
+    for output in outputs:
+        for start in range(len(secret) - 3):  # not even four characters of it
+            assert secret[start : start + 4] not in output, (secret[start : start + 4], output)
+
+
 def test_long_stack_traces_keep_their_tail(make_pipeline):
     pipe = make_pipeline(CHATAI_OTEL_LOG_MAX_VALUE_SIZE="256")
 

@@ -185,3 +185,20 @@ def test_status_events_links_and_exceptions(provider, receiver):
     assert "abc.def.ghi" not in failing.status_message
     assert failing.events[0]["attributes"]["exception.type"] == "RuntimeError"
     assert "abc.def.ghi" not in failing.events[0]["attributes"]["exception.message"]
+
+
+def test_a_long_traceback_cut_to_its_tail_keeps_no_part_of_a_secret(provider, receiver):
+    """The exception event keeps the last 8192 characters of the traceback, scrubbed before
+    the cut: a URL password straddling the cut is redacted whole, not left half."""
+    secret = "Qz7Kp2Vw9Xr4Jm8Ln3Bt"
+    # the traceback ends "...@db " + 8180 * "y" + "\n": the cut falls inside the secret
+    error = ValueError(f"{'z' * 100} postgresql://app:{secret}@db {'y' * 8180}")
+    span = FastTracer("s", None, provider).start_span("long")
+    span.record_exception(error)
+    span.end()
+    _flush(provider)
+    (exported,) = receiver.wait_for_spans(1, timeout=5)
+    trace_text = exported.events[0]["attributes"]["exception.stacktrace"]
+    assert trace_text.startswith("...\n") and trace_text.endswith("y\n")
+    for start in range(len(secret) - 3):
+        assert secret[start : start + 4] not in trace_text, secret[start : start + 4]

@@ -288,8 +288,9 @@ class _Cleaner:
                 self._text_cache.clear()
             self._text_cache[value] = cleaned
             return cleaned
-        if len(value) > self.max_size:
-            value = value[: self.max_size] + _TRUNCATED.format(len(value) - self.max_size)
+        if len(value) > self.max_size:  # scrubbed before the cut: no half secret survives it
+            head = self.scrubber.scrub_text_head(value, self.max_size)
+            return head + _TRUNCATED.format(len(value) - self.max_size)
         return self.scrubber.scrub_text(value)
 
     def fields(self, fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -520,10 +521,13 @@ class Pipeline:
     def _long_text(self, text: str) -> str:
         """Stack traces keep head and tail (the tail names the failing line)."""
         limit = self.max_value_size * 4
+        scrubber = self.cleaner.scrubber
         if len(text) > limit:
             half = limit // 2
-            text = f"{text[:half]}{_TRUNCATED.format(len(text) - limit)}{text[-half:]}"
-        return self.cleaner.scrubber.scrub_text(text)
+            head = scrubber.scrub_text_head(text, half)
+            tail = scrubber.scrub_text_tail(text, half)
+            return f"{head}{_TRUNCATED.format(len(text) - limit)}{tail}"
+        return scrubber.scrub_text(text)
 
     # --- one record --------------------------------------------------------------------
 

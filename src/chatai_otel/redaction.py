@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 REDACTED = "[REDACTED]"
+# Text cut to a length is scrubbed this far past the cut first: a secret that straddles
+# the cut is recognised whole, so no part of it survives (postgresql://app:hunt|er2@db).
+SCRUB_LOOKAHEAD = 4096
 
 DEFAULT_SECRET_KEYS: tuple[str, ...] = (
     "password",
@@ -226,6 +229,16 @@ class Scrubber:
         if not _TRIGGER.search(text):
             return text
         return _SHAPES.sub(self._replace_shape, self._scrub_pairs(text))
+
+    def scrub_text_head(self, text: str, keep: int) -> str:
+        """The first ``keep`` characters of the scrubbed ``text`` (scrubbed before the cut)."""
+        return self.scrub_text(text[: keep + SCRUB_LOOKAHEAD])[:keep]
+
+    def scrub_text_tail(self, text: str, keep: int) -> str:
+        """The last ``keep`` characters of the scrubbed ``text`` (scrubbed before the cut)."""
+        if keep <= 0:
+            return ""
+        return self.scrub_text(text[-(keep + SCRUB_LOOKAHEAD) :])[-keep:]
 
     def _scrub_pairs(self, text: str) -> str:
         """Replace the value of every ``key=value`` / ``key: value`` pair whose key is secret."""

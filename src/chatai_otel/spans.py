@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from opentelemetry.trace import Span
 
-from chatai_otel.redaction import scrub_text
+from chatai_otel.redaction import get_scrubber, scrub_text
 
 __all__ = [
     "error_type",
@@ -40,8 +40,8 @@ def error_type(exc: BaseException) -> str:
 def stacktrace(exc: BaseException) -> str:
     """The scrubbed, length-capped traceback of ``exc``."""
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if len(text) > MAX_STACKTRACE:
-        text = "...\n" + text[-MAX_STACKTRACE:]
+    if len(text) > MAX_STACKTRACE:  # scrubbed before the cut: no half secret survives it
+        return "...\n" + get_scrubber().scrub_text_tail(text, MAX_STACKTRACE)
     return scrub_text(text)
 
 
