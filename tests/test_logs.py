@@ -472,6 +472,19 @@ def test_newlines_and_control_characters_cannot_forge_a_line(make_pipeline, log_
             assert "\\n" in line and "\\x1b" in line
 
 
+@pytest.mark.parametrize("tty", [True, False])
+def test_auto_format_is_console_on_a_tty_and_json_otherwise(make_pipeline, monkeypatch, tty):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: tty)
+    pipe = make_pipeline(CHATAI_OTEL_LOG_FORMAT="auto")
+    get_logger("auto").info("hello", n=1)
+    (line,) = pipe.stdout_lines()
+    if tty:
+        assert not line.startswith("{") and "[auto]" in line and "hello" in line
+        assert "\x1b[32m" in line and "n=1" in line  # INFO in green, fields as key=value
+    else:
+        assert json.loads(line)["message"] == "hello"
+
+
 def test_console_format_is_readable_and_indents_the_traceback(make_pipeline):
     pipe = make_pipeline(CHATAI_OTEL_LOG_FORMAT="console")
     try:
