@@ -194,7 +194,9 @@ class AlertNotifier:
             except urllib.error.HTTPError as exc:
                 problem = {"status": exc.code}
             except Exception as exc:
-                problem = {"error": type(exc).__name__, "detail": str(exc)[:200]}
+                # the URL itself may carry the webhook's token (Slack, Teams): never in a log
+                detail = str(exc).replace(self._url, "<webhook url>")[:200]
+                problem = {"error": type(exc).__name__, "detail": detail}
             if self._abandoned:
                 return False
             try:

@@ -107,7 +107,13 @@ from opentelemetry.sdk._logs import LoggerProvider
 from chatai_otel import context
 from chatai_otel.config import ConfigError, Settings
 from chatai_otel.log_export import LogExportProcessor, processor_of
-from chatai_otel.redaction import REDACTED, Scrubber, configure_scrubber, structured_fields
+from chatai_otel.redaction import (
+    REDACTED,
+    Scrubber,
+    configure_scrubber,
+    get_scrubber,
+    structured_fields,
+)
 
 __all__ = [
     "BoundLogger",
@@ -417,7 +423,7 @@ def _report_failure(error: BaseException) -> None:
             "level": "ERROR",
             "logger": "chatai_otel.logs",
             "message": "a log record could not be processed",
-            "error": f"{type(error).__qualname__}: {error}"[:500],
+            "error": get_scrubber().scrub_text_head(f"{type(error).__qualname__}: {error}", 500),
         }
         sys.stderr.write(orjson.dumps(line, default=str).decode() + "\n")
         sys.stderr.flush()
