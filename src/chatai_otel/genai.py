@@ -490,4 +490,7 @@ def _load_prices() -> None:
         pass
 
 
-threading.Thread(target=_load_prices, name="chatai-otel-genai-prices", daemon=True).start()
+# Not a daemon: a process that exits at once (a configuration error, a short script) waits
+# the fraction of a second for the import to finish; a daemon thread still importing while
+# the interpreter finalizes was seen to crash it (SIGSEGV at exit).
+threading.Thread(target=_load_prices, name="chatai-otel-genai-prices", daemon=False).start()
