@@ -160,3 +160,29 @@ def test_ai_responses_arrive_in_the_genai_conventions(receiver):
         "claude-3-5-haiku-latest": pytest.approx(expected_cost),
         "gpt-4o": pytest.approx(0.5),
     }
+
+
+def test_prices_load_in_a_configured_process_only():
+    """Importing the package starts no thread; configure() starts the price-data loader."""
+    import subprocess
+    import sys
+
+    from conftest import telemetry_env
+
+    script = (
+        "import threading, chatai_otel\n"
+        "names = lambda: sorted(t.name for t in threading.enumerate())\n"
+        "print('IMPORTED', names())\n"
+        "chatai_otel.configure()\n"
+        "print('CONFIGURED', names())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=telemetry_env(None),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = {line.split(" ", 1)[0]: line for line in done.stdout.splitlines()}
+    assert lines["IMPORTED"] == "IMPORTED ['MainThread']", done.stdout + done.stderr
+    assert "chatai-otel-genai-prices" in lines["CONFIGURED"]

@@ -10,16 +10,31 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from chatai_otel.config import ConfigError, Settings, load_settings
 from chatai_otel.logs import configure_logging
 from chatai_otel.sdk import Telemetry, build_telemetry, install_globally, install_process_hooks
 
-__all__ = ["ConfigError", "configure", "current", "exit_on_config_error"]
+__all__ = ["ConfigError", "configure", "current", "exit_on_config_error", "when_configured"]
 
 _lock = threading.Lock()
 _telemetry: Telemetry | None = None
+_when_configured: list[Callable[[], None]] = []
+
+
+def when_configured(callback: Callable[[], None]) -> None:
+    """Run ``callback`` once this process is configured (at once if it already is).
+
+    For work that only a configured process should start (warming data off the request
+    path), so that importing the package stays free of it.
+    """
+    with _lock:
+        if _telemetry is None:
+            _when_configured.append(callback)
+            return
+    callback()
 
 
 def configure(**overrides: Any) -> Telemetry:
@@ -41,7 +56,16 @@ def configure(**overrides: Any) -> Telemetry:
         if settings.store_url:
             _install_store(settings, telemetry)
         _telemetry = telemetry
-        return telemetry
+        callbacks = _when_configured[:]
+        _when_configured.clear()
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            logging.getLogger("chatai_otel").debug(
+                "a when_configured callback failed", exc_info=True
+            )
+    return telemetry
 
 
 def _install_store(settings: Settings, telemetry: Telemetry) -> None:

@@ -39,6 +39,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from chatai_otel import metric_names as names
+from chatai_otel.bootstrap import when_configured
 from chatai_otel.spans import error_type, record_exception
 from chatai_otel.tracing import FastTracer
 
@@ -490,7 +491,12 @@ def _load_prices() -> None:
         pass
 
 
-# Not a daemon: a process that exits at once (a configuration error, a short script) waits
-# the fraction of a second for the import to finish; a daemon thread still importing while
-# the interpreter finalizes was seen to crash it (SIGSEGV at exit).
-threading.Thread(target=_load_prices, name="chatai-otel-genai-prices", daemon=False).start()
+def _start_loading_prices() -> None:
+    # Not a daemon: a short-lived process waits the fraction of a second for the import to
+    # finish; a daemon thread still importing while the interpreter finalized was seen to
+    # crash it (SIGSEGV at exit).
+    threading.Thread(target=_load_prices, name="chatai-otel-genai-prices", daemon=False).start()
+
+
+# Only a configured process loads them: importing the package starts no thread.
+when_configured(_start_loading_prices)
