@@ -39,6 +39,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from benchmarks.seed_logging import StructuredFormatter
+
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS_PER_REQUEST = 10
 
@@ -317,7 +319,7 @@ class _SeedWay:
         self.logger.propagate = False
         self.logger.setLevel(logging.INFO)
         handler = logging.FileHandler(log_path)
-        handler.setFormatter(_SeedFormatter())
+        handler.setFormatter(StructuredFormatter())
         self.logger.addHandler(handler)
 
     def log_event(
@@ -359,27 +361,6 @@ class _SeedWay:
         with self.engine.begin() as connection:
             connection.execute(text(f'DROP TABLE IF EXISTS "{self.table}"'))
         self.engine.dispose()
-
-
-class _SeedFormatter(logging.Formatter):
-    """The seed's StructuredFormatter (it drops the event fields passed in ``extra``, as the seed does)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        from datetime import datetime
-
-        entry: dict[str, Any] = {
-            "timestamp": datetime.utcnow().isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "module": record.module,
-            "function": record.funcName,
-            "line": record.lineno,
-        }
-        for key in ("request_id", "user_id", "session_id"):
-            if hasattr(record, key):
-                entry[key] = getattr(record, key)
-        return json.dumps(entry, ensure_ascii=False)
 
 
 if __name__ == "__main__":

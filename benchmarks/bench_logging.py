@@ -52,31 +52,7 @@ VARIANTS = {
 
 def _seed_formatter() -> Any:
     """The seed's StructuredFormatter, as written in logging-and-observability.md."""
-    import logging
-    from datetime import datetime
-
-    class StructuredFormatter(logging.Formatter):
-        def format(self, record: logging.LogRecord) -> str:
-            log_data = {
-                "timestamp": datetime.utcnow().isoformat(),
-                "level": record.levelname,
-                "logger": record.name,
-                "message": record.getMessage(),
-                "module": record.module,
-                "function": record.funcName,
-                "line": record.lineno,
-            }
-            if record.exc_info:
-                log_data["exception"] = self.formatException(record.exc_info)
-            if hasattr(record, "extra_fields"):
-                log_data.update(record.extra_fields)
-            if hasattr(record, "request_id"):
-                log_data["request_id"] = record.request_id
-            if hasattr(record, "user_id"):
-                log_data["user_id"] = record.user_id
-            if hasattr(record, "session_id"):
-                log_data["session_id"] = record.session_id
-            return json.dumps(log_data, ensure_ascii=False)
+    from benchmarks.seed_logging import StructuredFormatter
 
     return StructuredFormatter()
 
