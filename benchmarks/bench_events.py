@@ -34,11 +34,11 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
+from benchmarks.receiver_process import receiver_counts, receiver_process
 from benchmarks.seed_logging import StructuredFormatter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,12 +62,7 @@ def main(argv: list[str]) -> None:
 
 
 def _parent(args: argparse.Namespace) -> None:
-    receiver = subprocess.Popen(
-        [sys.executable, "-m", "chatai_otel.receiver"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert receiver.stdout is not None
-        ports = json.loads(receiver.stdout.readline())
+    with receiver_process() as ports:
         with tempfile.TemporaryDirectory() as tmp:
             result_path = Path(tmp) / "result.json"
             env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHATAI_"))}
@@ -102,11 +97,7 @@ def _parent(args: argparse.Namespace) -> None:
                 sys.exit(f"bench events: child failed with exit code {child.returncode}")
             result = json.loads(result_path.read_text())
         time.sleep(1.0)
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports['http_port']}/counts") as answer:
-            counts = json.loads(answer.read())
-    finally:
-        receiver.terminate()
-        receiver.wait(10)
+        counts = receiver_counts(ports)
     _print(result, counts, args)
 
 

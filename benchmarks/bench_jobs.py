@@ -30,10 +30,11 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
+
+from benchmarks.receiver_process import receiver_counts, receiver_process
 
 ROOT = Path(__file__).resolve().parent.parent
 ARMS = ("bare", "propagated", "helpers only")
@@ -52,12 +53,7 @@ def main(argv: list[str]) -> None:
 
 
 def _parent(args: argparse.Namespace) -> None:
-    receiver = subprocess.Popen(
-        [sys.executable, "-m", "chatai_otel.receiver"], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert receiver.stdout is not None
-        ports = json.loads(receiver.stdout.readline())
+    with receiver_process() as ports:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHATAI_OTEL_"))}
         env.update(
             {
@@ -76,13 +72,7 @@ def _parent(args: argparse.Namespace) -> None:
             sys.exit(done.stderr[-4000:])
         result = json.loads(done.stdout.strip().splitlines()[-1])
         time.sleep(1.0)
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{ports['http_port']}/counts", timeout=5
-        ) as response:
-            counts = json.loads(response.read())
-    finally:
-        receiver.terminate()
-        receiver.wait(10)
+        counts = receiver_counts(ports)
     _table(result, counts, args)
 
 

@@ -31,9 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+from benchmarks.receiver_process import receiver_counts, receiver_process
 
 VARIANTS = {
     "a": "seed StructuredFormatter -> file",
@@ -161,9 +162,7 @@ def _child(variant: str, lines: int, path: str, endpoint: str) -> dict[str, Any]
 
 
 def _counts(http_port: int) -> dict[str, int]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/counts", timeout=5) as response:
-        result: dict[str, int] = json.load(response)
-        return result
+    return receiver_counts({"http_port": http_port})
 
 
 def _wait_for_logs(http_port: int, expected: int, timeout: float = 30.0) -> int:
@@ -223,14 +222,7 @@ def main(argv: list[str]) -> None:
         print(json.dumps(_child(args.child, args.lines, args.path, args.endpoint)), flush=True)
         return
 
-    receiver = subprocess.Popen(
-        [sys.executable, "-m", "chatai_otel.receiver"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert receiver.stdout is not None
-        ports = json.loads(receiver.stdout.readline())
+    with receiver_process() as ports:
         load_before = os.getloadavg()[0]
         results: dict[str, list[dict[str, Any]]] = {v: [] for v in args.variants}
         for round_number in range(args.rounds):
@@ -245,9 +237,6 @@ def main(argv: list[str]) -> None:
                     flush=True,
                 )
         _print_table(results, args.lines, args.rounds, (load_before, os.getloadavg()[0]))
-    finally:
-        receiver.terminate()
-        receiver.wait(10)
 
 
 def _print_table(

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -44,6 +43,8 @@ import urllib.request
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+
+from benchmarks.receiver_process import receiver_counts, receiver_process
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -105,27 +106,9 @@ def ensure_stock_venv() -> Path:
     return STOCK_VENV / "bin"
 
 
-@contextlib.contextmanager
-def receiver_process() -> Iterator[dict[str, int]]:
+def _receiver_on_cpu_1() -> contextlib.AbstractContextManager[dict[str, int]]:
     """A counting OTLP receiver in its own process, on the load generator's CPU."""
-    proc = subprocess.Popen(
-        [*_taskset(1), sys.executable, "-m", "chatai_otel.receiver"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        ports = json.loads(proc.stdout.readline())
-        yield ports
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def receiver_counts(ports: dict[str, int]) -> dict[str, int]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{ports['http_port']}/counts") as answer:
-        counts: dict[str, int] = json.loads(answer.read())
-        return counts
+    return receiver_process(_taskset(1))
 
 
 def _server_command(arm: str, port: int, stock_bin: Path) -> list[str]:
@@ -282,7 +265,7 @@ def main(argv: list[str]) -> None:
     with contextlib.ExitStack() as stack:
         # One receiver per telemetry arm, so what each arm delivered is counted exactly.
         receivers = {
-            arm: stack.enter_context(receiver_process())
+            arm: stack.enter_context(_receiver_on_cpu_1())
             for arm in arms
             if arm in ("chatai", "stock")
         }
