@@ -21,7 +21,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from opentelemetry.sdk.resources import Resource
 
@@ -128,6 +128,31 @@ class BatchExportQueue(Generic[Item]):
     noun = "items"  # for diagnostics
     unit = "{item}"
     default_schedule_delay = 5.0
+    _attached: ClassVar[weakref.WeakKeyDictionary[Any, Any]]  # provider -> processor, per class
+    resource: Resource | None  # the provider's, on every export
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._attached = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def attached_to(cls, provider: object) -> Self | None:
+        """The processor of this class attached to ``provider`` (None if there is none)."""
+        try:
+            found: Self | None = cls._attached.get(provider)
+            return found
+        except TypeError:  # None, or not weak-referenceable: not an SDK provider
+            return None
+
+    def attach(self, provider: Any) -> None:
+        """Add to ``provider`` (its resource goes on every export) and make it findable."""
+        self.resource = provider.resource
+        self._add_to(provider)
+        type(self)._attached[provider] = self
+
+    def _add_to(self, provider: Any) -> None:
+        """Register with the SDK provider (``add_span_processor`` and the like)."""
+        raise NotImplementedError
 
     def __init__(
         self,
@@ -145,7 +170,7 @@ class BatchExportQueue(Generic[Item]):
         self._max_queue = max_queue_size
         self._max_batch = max_export_batch_size
         self._export_timeout = export_timeout
-        self.resource: Resource | None = None
+        self.resource = None
         self._queue: deque[Item] = deque()
         self._wake = threading.Event()
         self._waking = False

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import struct
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -282,14 +281,10 @@ def http_log_exporter(**kwargs: Any) -> EncodedExporter:
 
 # --- the processor ---------------------------------------------------------------------
 
-_registry: weakref.WeakKeyDictionary[LoggerProvider, LogExportProcessor] = (
-    weakref.WeakKeyDictionary()
-)
-
 
 def processor_of(provider: LoggerProvider | None) -> LogExportProcessor | None:
     """The LogExportProcessor attached to ``provider`` (None when logs are not exported)."""
-    return None if provider is None else _registry.get(provider)
+    return LogExportProcessor.attached_to(provider)
 
 
 class LogExportProcessor(BatchExportQueue[Record], LogRecordProcessor):
@@ -307,11 +302,8 @@ class LogExportProcessor(BatchExportQueue[Record], LogRecordProcessor):
     def _new_encoder(self) -> Any:
         return OtlpLogEncoder().encode
 
-    def attach(self, provider: LoggerProvider) -> None:
-        """Add to ``provider`` (its resource goes on every export) and make it findable."""
-        self.resource = provider.resource
+    def _add_to(self, provider: LoggerProvider) -> None:
         provider.add_log_record_processor(self)
-        _registry[provider] = self
 
     def on_emit(self, log_record: ReadWriteLogRecord) -> None:
         """A record from the OTel Logs API: convert to a :data:`Record` and queue it."""

@@ -25,7 +25,6 @@ for the network. After ``fork`` the child gets a fresh queue and worker.
 from __future__ import annotations
 
 import struct
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -383,17 +382,10 @@ def http_span_exporter(**kwargs: Any) -> EncodedExporter:
 
 # --- the processor ---------------------------------------------------------------------
 
-_registry: weakref.WeakKeyDictionary[TracerProvider, SpanExportProcessor] = (
-    weakref.WeakKeyDictionary()
-)
-
 
 def processor_of(provider: object) -> SpanExportProcessor | None:
     """The SpanExportProcessor attached to ``provider`` (None when spans are not exported so)."""
-    try:
-        return _registry.get(provider)  # type: ignore[call-overload, no-any-return]
-    except TypeError:  # not weak-referenceable: not an SDK provider
-        return None
+    return SpanExportProcessor.attached_to(provider)
 
 
 class SpanExportProcessor(BatchExportQueue["SpanRecord | ReadableSpan"], SpanProcessor):
@@ -410,11 +402,8 @@ class SpanExportProcessor(BatchExportQueue["SpanRecord | ReadableSpan"], SpanPro
     def _new_encoder(self) -> Any:
         return OtlpSpanEncoder().encode
 
-    def attach(self, provider: TracerProvider) -> None:
-        """Add to ``provider`` (its resource goes on every export) and make it findable."""
-        self.resource = provider.resource
+    def _add_to(self, provider: TracerProvider) -> None:
         provider.add_span_processor(self)
-        _registry[provider] = self
 
     def on_start(self, span: Any, parent_context: Any = None) -> None:
         pass
