@@ -58,7 +58,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from chatai_otel.bootstrap import current
 from chatai_otel.config import Settings, load_settings
 from chatai_otel.logs import get_logger
-from chatai_otel.redaction import REDACTED, scrub, scrub_headers, scrub_text
+from chatai_otel.redaction import REDACTED, scrub, scrub_text
 from chatai_otel.sdk import distro_version
 
 if TYPE_CHECKING:
@@ -467,11 +467,6 @@ class HttpCheck:
         logger = logging.getLogger("httpx")
         if _httpx_filter not in logger.filters:
             logger.addFilter(_httpx_filter)
-
-    @property
-    def safe_headers(self) -> dict[str, str]:
-        """The configured headers as they may be shown (secret ones redacted)."""
-        return scrub_headers(self.headers)
 
     def redact(self, text: str) -> str:
         """``text`` without any part of the URL or header values, then scrubbed by shape."""

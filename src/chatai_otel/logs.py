@@ -187,12 +187,6 @@ class _TextOutput:
             stream.write(text)
             stream.flush()
 
-    def is_tty(self) -> bool:
-        try:
-            return bool(self._get().isatty())
-        except Exception:
-            return False
-
     def reinit(self) -> None:
         self._lock = threading.RLock()
 

@@ -123,7 +123,7 @@ STORE_WRITE_FAILURES_UNIT: Final = "{failure}"  # failed batch transactions, eac
 STORE_RECORDS_DROPPED: Final = "chatai.store.records.dropped"  # chatai_store_records_dropped_total
 STORE_RECORDS_DROPPED_UNIT: Final = "{record}"
 ATTR_STORE_DROP_REASON: Final = "chatai.store.drop.reason"
-STORE_DROP_REASONS: Final = ("queue_full", "over_budget", "closed", "journal_error", "rejected")
+# drop reasons: queue_full, over_budget, closed, journal_error, rejected
 ATTR_STORE_RECORD_KIND: Final = "chatai.store.record.kind"  # event | error
 STORE_WRITE_DURATION: Final = "chatai.store.write.duration"  # chatai_store_write_duration_seconds
 STORE_WRITE_DURATION_UNIT: Final = "s"  # one batch transaction
@@ -134,21 +134,3 @@ BOT_UPDATE_DURATION: Final = "chatai.bot.update.duration"  # chatai_bot_update_d
 BOT_UPDATE_DURATION_UNIT: Final = "s"
 ATTR_UPDATE_TYPE: Final = "chatai.telegram.update_type"  # Telegram's fixed set: message, ...
 # ATTR_STATUS: "ok" | "error" | "unhandled" (no handler matched)
-
-ALL_METRICS: Final = (
-    BUSINESS_EVENTS,
-    BALANCE_AMOUNT,
-    ERRORS,
-    ALERT_NOTIFICATIONS,
-    OPERATION_DURATION,
-    GEN_AI_TOKEN_USAGE,
-    GEN_AI_OPERATION_DURATION,
-    AI_COST,
-    STORE_QUEUE_SIZE,
-    STORE_JOURNAL_SIZE,
-    STORE_ROWS_WRITTEN,
-    STORE_WRITE_FAILURES,
-    STORE_RECORDS_DROPPED,
-    STORE_WRITE_DURATION,
-    BOT_UPDATE_DURATION,
-)
