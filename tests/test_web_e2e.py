@@ -199,13 +199,14 @@ def test_a_valid_incoming_request_id_is_kept_echoed_logged_and_on_the_span(
     answer = backend.get("/items/1", headers={"X-Request-ID": incoming})
     assert answer.headers["x-request-id"] == incoming
     backend.server_span(incoming)
+    # stdout lines of a request leave in a batch up to CHATAI_OTEL_LOG_STDOUT_INTERVAL later
+    assert _eventually(lambda: len(backend.access_lines(incoming)) == 1)
     item_lines = [
         line
         for line in backend.lines()
         if line.get("message") == "item.read" and line.get("request_id") == incoming
     ]
     assert len(item_lines) == 1
-    assert len(backend.access_lines(incoming)) == 1
 
 
 @pytest.mark.parametrize(
@@ -327,6 +328,8 @@ def test_health_and_metrics_urls_stay_out_of_traces_and_the_access_log(backend: 
     time.sleep(0.5)
     traced = [s.attributes.get("url.path") for s in backend.receiver.spans() if s.kind == SERVER]
     assert not [p for p in traced if p and (p.startswith("/health") or p == "/metrics")]
+    # stdout lines leave in order: once the ping's is out, the probes' would be too
+    assert _eventually(lambda: len(backend.access_lines(marker + "-ping")) == 1)
     assert not backend.access_lines(marker)
 
 

@@ -109,6 +109,9 @@ class Settings:
     # --- logging (chatai_otel.logs) ---
     log_levels: Mapping[str, str] = field(default_factory=dict)  # per-logger overrides
     log_stdout: bool = True  # JSON (or console) lines on stdout
+    # seconds a stdout line may wait to be written with others by a background thread;
+    # 0 = each line written on the calling thread (chatai_otel.line_writer)
+    log_stdout_interval: float = 0.05
     log_file: str | None = None  # application log (JSON lines), like the seed's api.log
     log_error_file: str | None = None  # records >= ERROR only, like the seed's error.log
     log_audit_file: str | None = None  # the audit stream only, like the seed's audit.log
@@ -621,6 +624,17 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         log_format=_choice(env, "CHATAI_OTEL_LOG_FORMAT", "auto", LOG_FORMATS),
         log_levels=_log_levels(env, "CHATAI_OTEL_LOG_LEVELS"),
         log_stdout=_bool(env, "CHATAI_OTEL_LOG_STDOUT", True),
+        log_stdout_interval=float(
+            _number(
+                env,
+                "CHATAI_OTEL_LOG_STDOUT_INTERVAL",
+                0.05,
+                float,
+                minimum=0.0,
+                maximum=10.0,
+                unit=" (seconds)",
+            )
+        ),
         **_log_files(env),
         log_max_value_size=_number(
             env, "CHATAI_OTEL_LOG_MAX_VALUE_SIZE", 8192, int, minimum=64, unit=" (characters)"

@@ -44,11 +44,11 @@ from opentelemetry.trace import Span, SpanKind
 
 from chatai_otel import _process, context, genai
 from chatai_otel import metric_names as names
-from chatai_otel.logs import get_audit_logger, get_logger
+from chatai_otel.logs import AUDIT_LOGGER, clean_fields, line_emitter
 from chatai_otel.records import EventRecord, get_sink, new_event_id
 from chatai_otel.redaction import scrub
-from chatai_otel.spans import flatten, trace_ids
-from chatai_otel.tracing import FastTracer
+from chatai_otel.spans import attribute_value, flatten, trace_ids
+from chatai_otel.tracing import FastSpan, FastTracer
 
 __all__ = [
     "BusinessEvent",
@@ -220,7 +220,12 @@ _BALANCE_OPERATION = {
     EventType.BALANCE_CHARGED.value: "charged",
 }
 
-_loggers = _process.PerConfigure(lambda: (get_logger("business_events"), get_audit_logger()))
+# The event's log lines skip structlog's chain and the call-site search (they always come
+# from _record: _LINE_SITE, below it), and their fields are cleaned once
+# (logs.clean_fields) for the span, the line and the store record alike.
+_lines = _process.PerConfigure(
+    lambda: (line_emitter("business_events", _LINE_SITE), line_emitter(AUDIT_LOGGER, _LINE_SITE))
+)
 _failures = 0
 
 
@@ -235,13 +240,20 @@ def _record(event: BusinessEvent) -> EventRecord | None:
     try:
         type_value = _type_value(event.event_type)
         metric_type = _metric_type(event.event_type, type_value)
-        data = _scrubbed_data(event.data)
         user_id = event.user_id if event.user_id is not None else context.get("user_id")
         timestamp = event.timestamp or datetime.now(UTC)
         if timestamp.tzinfo is None:  # the seed's naive utcnow()
             timestamp = timestamp.replace(tzinfo=UTC)
+        nanos = _nanos(timestamp)
         event_id = new_event_id()
         audit = is_audit(type_value)
+        fields = _fields(event, type_value, event_id, user_id)
+        event_type = fields["event_type"]
+        data = fields.get("data")
+        if data is None:
+            data = {}
+        elif not isinstance(data, Mapping):  # cut for the log line; span and store keep it whole
+            data = _scrubbed_data(event.data)
 
         usage: genai.AIUsage | None = None
         span = trace.get_current_span()
@@ -256,57 +268,38 @@ def _record(event: BusinessEvent) -> EventRecord | None:
                 span = own_span
         elif not span.get_span_context().is_valid:
             own_span = span = _tracer.start_span(
-                f"event {metric_type}", kind=SpanKind.INTERNAL, start_time=_nanos(timestamp)
+                f"event {metric_type}", kind=SpanKind.INTERNAL, start_time=nanos
             )
 
         if span.is_recording():
-            attributes: dict[str, Any] = {
-                names.ATTR_EVENT_TYPE: type_value,
-                "chatai.event.id": event_id,
-            }
-            if event.entity_type is not None:
-                attributes["chatai.entity.type"] = str(event.entity_type)
-            if event.entity_id is not None:
-                attributes["chatai.entity.id"] = event.entity_id
-            if user_id is not None:
-                attributes["user.id"] = str(user_id)
-            if data:
-                flatten("chatai.data.", data, attributes)
-            span.add_event(type_value, attributes, timestamp=_nanos(timestamp))
+            attributes = _span_event_attributes(fields, data)
+            if type(span) is FastSpan:
+                span.add_trusted_event(event_type, attributes, nanos)
+            else:
+                span.add_event(event_type, attributes, timestamp=nanos)
 
         _tally.add(metric_type)
         operation = _BALANCE_OPERATION.get(type_value)
         if operation is not None:
             _count_balance(operation, data)
 
-        fields: dict[str, Any] = {"event_type": type_value, "event_id": event_id}
-        if user_id is not None:
-            fields["user_id"] = user_id
-        if event.entity_id is not None:
-            fields["entity_id"] = event.entity_id
-        if event.entity_type is not None:
-            fields["entity_type"] = event.entity_type
-        if data:
-            fields["data"] = data
-        if event.request_id is not None:
-            fields["request_id"] = event.request_id
-        log, audit_log = _loggers.get()
-        log.info("business_event", **fields)
+        line, audit_line = _lines.get()
+        line(logging.INFO, "business_event", fields, cleaned=True)
         if audit:
-            audit_log.info("business_event", **fields)
+            audit_line(logging.INFO, "business_event", fields, cleaned=True)
 
         trace_id, span_id = trace_ids(span)
         record = EventRecord(
             event_id=event_id,
-            event_type=type_value,
+            event_type=event_type,
             timestamp=timestamp,
             service_name=_process.settings().service_name,
             trace_id=trace_id,
             span_id=span_id,
-            request_id=event.request_id,
-            user_id=user_id,
-            entity_id=event.entity_id,
-            entity_type=event.entity_type,
+            request_id=fields.get("request_id"),
+            user_id=fields.get("user_id"),
+            entity_id=fields.get("entity_id"),
+            entity_type=fields.get("entity_type"),
             data=data,
             audit=audit,
         )
@@ -326,6 +319,52 @@ def _record(event: BusinessEvent) -> EventRecord | None:
             except Exception:
                 pass
         return None
+
+
+_LINE_SITE: tuple[str, str, int, str] = (
+    __file__,
+    "_record",
+    _record.__code__.co_firstlineno,
+    "events",
+)
+
+
+def _fields(event: BusinessEvent, type_value: str, event_id: str, user_id: Any) -> dict[str, Any]:
+    """The event as its log line carries it: scrubbed and JSON-safe, cleaned once for all."""
+    raw: dict[str, Any] = {"event_type": type_value}
+    if user_id is not None:
+        raw["user_id"] = user_id
+    if event.entity_id is not None:
+        raw["entity_id"] = event.entity_id
+    if event.entity_type is not None:
+        raw["entity_type"] = event.entity_type
+    if event.data:
+        raw["data"] = event.data if isinstance(event.data, Mapping) else {"value": event.data}
+    if event.request_id is not None:
+        raw["request_id"] = event.request_id
+    fields = clean_fields(raw)
+    fields["event_id"] = event_id  # ours, a UUID: nothing to scrub
+    return fields
+
+
+def _span_event_attributes(fields: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """The span event's attributes: every value a valid attribute value (no re-validation)."""
+    attributes: dict[str, Any] = {
+        names.ATTR_EVENT_TYPE: fields["event_type"],
+        "chatai.event.id": fields["event_id"],
+    }
+    entity_type = fields.get("entity_type")
+    if entity_type is not None:
+        attributes["chatai.entity.type"] = str(entity_type)
+    entity_id = fields.get("entity_id")
+    if entity_id is not None:
+        attributes["chatai.entity.id"] = attribute_value(entity_id)
+    user_id = fields.get("user_id")
+    if user_id is not None:
+        attributes["user.id"] = str(user_id)
+    if data:
+        flatten("chatai.data.", data, attributes)
+    return attributes
 
 
 def _nanos(moment: datetime) -> int:
@@ -400,12 +439,10 @@ async def log_event(event: BusinessEvent | EventType | Enum | str, /, **fields: 
     try:
         await get_sink().put(record)
     except Exception:
-        _loggers.get()[0].error(
+        _lines.get()[0](
+            logging.ERROR,
             "business_event.store_failed",
-            event_id=record.event_id,
-            event_type=record.event_type,
-            audit=record.audit,
-            exc_info=False,
+            {"event_id": record.event_id, "event_type": record.event_type, "audit": record.audit},
         )
     return record.event_id
 

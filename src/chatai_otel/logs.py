@@ -94,8 +94,8 @@ from decimal import Decimal
 from enum import Enum
 from itertools import islice
 from pathlib import PurePath
-from types import FrameType
-from typing import Any, BinaryIO, TextIO
+from types import CodeType, FrameType
+from typing import Any, BinaryIO, Protocol, TextIO
 from uuid import UUID
 
 import orjson
@@ -106,6 +106,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 
 from chatai_otel import context
 from chatai_otel.config import ConfigError, Settings
+from chatai_otel.line_writer import LineWriter
 from chatai_otel.log_export import LogExportProcessor, processor_of
 from chatai_otel.redaction import (
     REDACTED,
@@ -117,9 +118,11 @@ from chatai_otel.redaction import (
 
 __all__ = [
     "BoundLogger",
+    "LineEmitter",
     "Pipeline",
     "StdlibBridge",
     "capture_stdlib_logging",
+    "clean_fields",
     "configure_logging",
     "get_audit_logger",
     "get_logger",
@@ -173,17 +176,25 @@ def _level_name(levelno: int) -> str:
 class _TextOutput:
     """A text stream looked up at write time (so test capture and reassignment work).
 
+    Lines for the process's own stdout go through ``background`` when there is one
+    (:mod:`chatai_otel.line_writer`: no system call on the logging path); a stream put
+    in its place (a test capture, ``redirect_stdout``) is written on the spot.
     The locks of the outputs are re-entrant: a signal handler that logs (SIGTERM flush)
     may interrupt this very thread in the middle of a write.
     """
 
-    def __init__(self, get: Callable[[], TextIO]) -> None:
+    def __init__(self, get: Callable[[], TextIO], background: LineWriter | None = None) -> None:
         self._get = get
         self._lock = threading.RLock()
+        self._background = background
 
-    def write(self, text: str) -> None:
+    def write(self, text: str, urgent: bool = False) -> None:
+        stream = self._get()
+        background = self._background
+        if background is not None and stream is sys.__stdout__:
+            background.write(text, urgent)
+            return
         with self._lock:
-            stream = self._get()
             stream.write(text)
             stream.flush()
 
@@ -191,7 +202,8 @@ class _TextOutput:
         self._lock = threading.RLock()
 
     def close(self) -> None:
-        return
+        if self._background is not None:
+            self._background.close()
 
 
 class _FileOutput:
@@ -332,7 +344,42 @@ class _Cleaner:
                 return rendered[: self.max_size] + _TRUNCATED.format(size - self.max_size)
         return cleaned
 
+    def _walk_dict(self, value: dict[Any, Any], depth: int) -> dict[str, Any]:
+        secret_cache = self.scrubber.key_cache
+        text_cache = self._text_cache
+        result: dict[str, Any] = {}
+        for key, item in value.items():
+            name = key if type(key) is str else str(key)
+            secret = secret_cache.get(name)
+            if secret is None:
+                secret = self.scrubber.is_secret_key(name)
+            if secret:
+                result[name] = REDACTED
+                continue
+            kind = type(item)
+            if kind is str:
+                result[name] = text_cache.get(item) or self.text(item)
+            elif (
+                kind is float
+                or kind is bool
+                or item is None
+                or (kind is int and -(1 << 63) <= item < (1 << 64))
+            ):
+                result[name] = item
+            else:
+                result[name] = self._walk(item, depth + 1)
+        return result
+
     def _walk(self, value: Any, depth: int) -> Any:
+        kind = type(value)
+        if kind is dict and depth <= 10:  # the common case first: a plain dict of plain values
+            return self._walk_dict(value, depth)
+        if kind is str:
+            return self._text_cache.get(value) or self.text(value)
+        if kind is int:
+            return value if -(1 << 63) <= value < (1 << 64) else str(value)
+        if kind is float or kind is bool or value is None:
+            return value
         if isinstance(value, str):
             return self.text(str(value))
         if isinstance(value, bool) or value is None:
@@ -436,6 +483,7 @@ class Pipeline:
         stdout: bool = True,
         console: bool = False,
         colors: bool = False,
+        stdout_interval: float = 0.0,
         app_file: _FileOutput | None = None,
         error_file: _FileOutput | None = None,
         audit_file: _FileOutput | None = None,
@@ -443,7 +491,10 @@ class Pipeline:
     ) -> None:
         self.cleaner = _Cleaner(scrubber, max_value_size)
         self.max_value_size = max_value_size
-        self.stdout = _TextOutput(lambda: sys.stdout) if stdout else None
+        background = (
+            LineWriter(lambda: sys.__stdout__, stdout_interval) if stdout_interval > 0 else None
+        )
+        self.stdout = _TextOutput(lambda: sys.stdout, background) if stdout else None
         self.stderr = _TextOutput(lambda: sys.stderr)
         self.console = console
         self.colors = colors
@@ -455,7 +506,7 @@ class Pipeline:
         self._ids: tuple[int, int, str, str] = (0, 0, "", "")
 
     def close(self) -> None:
-        for output in (self.app_file, self.error_file, self.audit_file):
+        for output in (self.stdout, self.app_file, self.error_file, self.audit_file):
             if output is not None:
                 output.close()
 
@@ -558,8 +609,13 @@ class Pipeline:
         exc_info: Any,
         stack: str | None,
         audit: bool,
+        cleaned: bool = False,
     ) -> None:
-        """:meth:`emit` with positional arguments (the hot path), guarded against re-entry."""
+        """:meth:`emit` with positional arguments (the hot path), guarded against re-entry.
+
+        ``cleaned``: ``fields`` already came out of :func:`clean_fields` (a caller that
+        reuses the cleaned values elsewhere, so they are walked once).
+        """
         if getattr(_local, "busy", False):
             # Logging from inside the pipeline (a __repr__ that logs, an exporter warning):
             # print it plainly, never recurse, never export.
@@ -567,7 +623,7 @@ class Pipeline:
             return
         _local.busy = True
         try:
-            self._emit(name, levelno, message, fields, code, ns, exc_info, stack, audit)
+            self._emit(name, levelno, message, fields, code, ns, exc_info, stack, audit, cleaned)
         except Exception as error:
             _report_failure(error)
         finally:
@@ -584,12 +640,16 @@ class Pipeline:
         exc_info: Any,
         stack: str | None,
         audit: bool,
+        precleaned: bool = False,
     ) -> None:
         cleaner = self.cleaner
         bound = context.fields()
-        if bound:
-            fields = {**bound, **fields}
-        cleaned = cleaner.fields(fields) if fields else {}
+        if precleaned:
+            cleaned = {**cleaner.fields(bound), **fields} if bound else dict(fields)
+        else:
+            if bound:
+                fields = {**bound, **fields}
+            cleaned = cleaner.fields(fields) if fields else {}
         if type(message) is str:
             text = cleaner._text_cache.get(message) or cleaner.text(message)
         else:
@@ -669,7 +729,10 @@ class Pipeline:
         stream = self.stderr if print_only else self.stdout
         if stream is not None:
             try:
-                stream.write(render_console(out, self.colors) if self.console else line.decode())
+                stream.write(
+                    render_console(out, self.colors) if self.console else line.decode(),
+                    levelno >= logging.ERROR,  # written at once, after all lines before it
+                )
             except Exception:
                 pass  # a closed or broken stdout never breaks the caller
         try:
@@ -745,29 +808,54 @@ def _install_pipeline(pipeline: Pipeline) -> Pipeline:
 # --- call sites --------------------------------------------------------------------------
 
 _skip_prefixes: tuple[str, ...] = ("structlog", "chatai_otel.logs", "logging")
-# code object -> None (internal frame, skip it) or (path, function, module stem, module name)
-_code_info: dict[Any, tuple[str, str, str, str] | None] = {}
+# id(code object) -> (the code object, None for an internal frame (skip it) or
+# (path, function, module stem, module name)). Keyed by id: a code object's own hash
+# walks its constants and bytecode on every lookup. The entry holds the code object,
+# so the id cannot be reused while it is cached; the `is` check guards clears.
+_code_info: dict[int, tuple[CodeType, tuple[str, str, str, str] | None]] = {}
+# (id(code), instruction offset) -> line number: ``frame.f_lineno`` decodes the line
+# table from the top of the function on every call.
+_line_numbers: dict[tuple[int, int], int] = {}
+_CACHE_LIMIT = 8192
 
 
 def skip_callsite_modules(*prefixes: str) -> None:
     """Attribute log lines to the caller of these modules (e.g. a logging helper of yours)."""
     global _skip_prefixes
     _skip_prefixes = (*_skip_prefixes, *prefixes)
+    _forget_code()
+
+
+def _forget_code() -> None:
+    # together: a line number is keyed by the id of a code object _code_info keeps alive
     _code_info.clear()
+    _line_numbers.clear()
 
 
 def _frame_info(frame: FrameType) -> tuple[str, str, str, str] | None:
+    code = frame.f_code
     module_name = str(frame.f_globals.get("__name__", ""))
     if any(module_name == p or module_name.startswith(p + ".") for p in _skip_prefixes):
         info = None
     else:
-        path = frame.f_code.co_filename
+        path = code.co_filename
         stem = os.path.splitext(os.path.basename(path))[0]
-        info = (path, frame.f_code.co_name, stem, module_name)
-    if len(_code_info) >= 8192:
-        _code_info.clear()
-    _code_info[frame.f_code] = info
+        info = (path, code.co_name, stem, module_name)
+    if len(_code_info) >= _CACHE_LIMIT:
+        _forget_code()
+    _code_info[id(code)] = (code, info)
     return info
+
+
+def _line_number(frame: FrameType, code: CodeType) -> int:
+    key = (id(code), frame.f_lasti)
+    line = _line_numbers.get(key)
+    if line is None:
+        line = frame.f_lineno
+        if len(_line_numbers) >= _CACHE_LIMIT:
+            _line_numbers.clear()
+        _line_numbers[key] = line
+    return line
 
 
 def _callsite(depth: int) -> tuple[tuple[str, str, int, str] | None, str]:
@@ -777,12 +865,11 @@ def _callsite(depth: int) -> tuple[tuple[str, str, int, str] | None, str]:
     except ValueError:
         return None, ""
     while frame is not None:
-        info = _code_info.get(frame.f_code, _MISSING)
-        if info is _MISSING:
-            info = _frame_info(frame)
+        code = frame.f_code
+        entry = _code_info.get(id(code))
+        info = entry[1] if entry is not None and entry[0] is code else _frame_info(frame)
         if info is not None:
-            found: tuple[str, str, str, str] = info  # type: ignore[assignment]
-            return (found[0], found[1], frame.f_lineno, found[2]), found[3]
+            return (info[0], info[1], _line_number(frame, code), info[2]), info[3]
         frame = frame.f_back
     return None, ""
 
@@ -1018,32 +1105,53 @@ def get_logger(name: str | None = None, **initial: Any) -> Any:
     return BoundLogger(_gate_factory(name), processors, dict(initial))
 
 
-def line_emitter(
-    name: str, code: tuple[str, str, int, str] | None = None
-) -> Callable[[int, Any, Mapping[str, Any]], None]:
+class LineEmitter(Protocol):
+    """What :func:`line_emitter` returns."""
+
+    def __call__(
+        self, levelno: int, message: Any, fields: Mapping[str, Any], *, cleaned: bool = False
+    ) -> None: ...
+
+
+def line_emitter(name: str, code: tuple[str, str, int, str] | None = None) -> LineEmitter:
     """``emit(levelno, message, fields)`` for one logger name and one fixed call site.
 
     For a hot path that writes one shape of line from one place (the web layer's
-    access line, once per request): it skips structlog's call chain and the
-    call-site search (``code`` is ``(path, function, line, module)``), which
-    are a third of a line's cost. Levels, context fields, scrubbing, the JSON
+    access line, once per request; a business event): it skips structlog's call
+    chain and the call-site search (``code`` is ``(path, function, line, module)``),
+    which are a third of a line's cost. Levels, context fields, scrubbing, the JSON
     line and the OTLP record are the pipeline's as for any other line; while a
     test captures structlog output, records go through structlog instead.
+    ``emit(..., cleaned=True)``: ``fields`` came out of :func:`clean_fields`.
+    ``name`` may be the audit stream (:func:`get_audit_logger`'s name).
     """
     logger = get_logger(name)
     gate = logger._logger
+    audit = bool(gate.audit)
 
-    def emit(levelno: int, message: Any, fields: Mapping[str, Any]) -> None:
+    def emit(
+        levelno: int, message: Any, fields: Mapping[str, Any], *, cleaned: bool = False
+    ) -> None:
         if not gate.enabled(levelno):
             return
         if len(_PROCESSORS) != 1 or _PROCESSORS[0] is not _from_structlog:
             logger.log(levelno, message, **fields)
             return
         (_pipeline or _current()).handle(
-            name, levelno, message, fields, code, time.time_ns(), None, None, False
+            name, levelno, message, fields, code, time.time_ns(), None, None, audit, cleaned
         )
 
     return emit
+
+
+def clean_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` as a log line carries them: scrubbed, JSON-safe, long values truncated.
+
+    For a caller that puts the same values on a span or in a record too: it cleans
+    them once, uses the result everywhere and passes ``cleaned=True`` to its
+    :func:`line_emitter`. An unrepresentable value becomes a marker, never an error.
+    """
+    return (_pipeline or _current()).cleaner.fields(fields)
 
 
 def get_audit_logger() -> Any:
@@ -1232,6 +1340,7 @@ def configure_logging(settings: Settings, logger_provider: LoggerProvider | None
         stdout=settings.log_stdout,
         console=console,
         colors=console and stdout_tty,
+        stdout_interval=settings.log_stdout_interval,
         processor=processor_of(logger_provider),
         **opened,
     )

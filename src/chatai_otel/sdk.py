@@ -68,6 +68,7 @@ from opentelemetry.sdk.version import __version__ as sdk_version
 
 from chatai_otel.config import ExporterSettings, Settings, Signal
 from chatai_otel.fast_metrics import ProducingMetricReader
+from chatai_otel.line_writer import flush_all as flush_log_lines
 from chatai_otel.log_export import LogExportProcessor, grpc_log_exporter, http_log_exporter
 from chatai_otel.span_export import SpanExportProcessor, grpc_span_exporter, http_span_exporter
 
@@ -360,7 +361,9 @@ class Telemetry:
         calls: list[Callable[[float], object]] = [
             partial(_flush_provider, provider) for provider in self._providers()
         ]
-        return _run_before_deadline(calls, deadline)
+        flushed = _run_before_deadline(calls, deadline)
+        flush_log_lines()
+        return flushed
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush and stop all three signals within ``timeout`` seconds; later calls do nothing."""
@@ -391,6 +394,7 @@ class Telemetry:
                 )
                 and ok
             )
+        flush_log_lines()  # last: the lines the steps above logged are written too
         return ok
 
     def _providers(self) -> list[Any]:

@@ -171,6 +171,27 @@ class FastSpan(trace.Span):
             cleaned, dropped = self._clean(attributes, self._limits.max_event_attributes)
             events.append((name, timestamp or time.time_ns(), cleaned, dropped))
 
+    def add_trusted_event(self, name: str, attributes: dict[str, Any], timestamp: int) -> None:
+        """For our own instrumentation only: attribute values already of valid types.
+
+        Skips the per-value validation of :meth:`add_event`, not the span limits.
+        """
+        limits = self._limits
+        if limits.max_attribute_length is not None or (
+            limits.max_event_attributes is not None
+            and len(attributes) > limits.max_event_attributes
+        ):
+            self.add_event(name, attributes, timestamp)
+            return
+        if self._end is None:
+            events = self._events
+            if events is None:
+                events = self._events = []
+            if limits.max_events is not None and len(events) >= limits.max_events:
+                self._dropped_events += 1
+                return
+            events.append((name, timestamp, attributes, 0))
+
     def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
         if self._end is not None or not context.is_valid:
             return

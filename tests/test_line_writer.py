@@ -1,0 +1,264 @@
+"""Log lines for the process's stdout, written by a background thread (chatai_otel.line_writer).
+
+Real processes and real pipes: what arrives on the other end of the pipe, in what order,
+and when. No line may be lost at a normal exit, at SIGTERM, or at the end of a
+multiprocessing child (which ends with os._exit, past atexit).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from chatai_otel.config import ConfigError, load_settings
+
+
+def run_child(code: str, **env: str) -> subprocess.Popen[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHATAI_"))}
+    environment.update(
+        OTEL_SDK_DISABLED="true", CHATAI_OTEL_LOG_FORMAT="json", PYTHONUNBUFFERED="1", **env
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def messages(stdout: str) -> list[str]:
+    return [json.loads(line)["message"] for line in stdout.splitlines() if line.startswith("{")]
+
+
+def read_line(stream, seconds: float) -> str | None:
+    """One line from ``stream`` within ``seconds``, or None."""
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(stream.readline()), daemon=True)
+    reader.start()
+    reader.join(seconds)
+    return result[0] if result else None
+
+
+def test_every_line_arrives_in_order_at_a_normal_exit():
+    child = run_child(
+        """
+        import asyncio
+        import chatai_otel
+        chatai_otel.configure()
+        log = chatai_otel.get_logger("unit")
+
+        async def main():
+            for n in range(5000):
+                log.info(f"line-{n}")
+
+        asyncio.run(main())
+        """,
+        CHATAI_OTEL_LOG_STDOUT_INTERVAL="10",  # nothing would leave before exit but for the flush
+    )
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 0, stderr
+    assert messages(stdout) == [f"line-{n}" for n in range(5000)]
+
+
+def test_lines_before_sigterm_are_written_by_the_sigterm_flush():
+    child = run_child(
+        """
+        import asyncio, sys
+        import chatai_otel
+        chatai_otel.configure()
+        log = chatai_otel.get_logger("unit")
+
+        async def main():
+            for n in range(100):
+                log.info(f"line-{n}")
+            print("READY", file=sys.stderr, flush=True)
+            await asyncio.sleep(60)
+
+        asyncio.run(main())
+        """,
+        CHATAI_OTEL_LOG_STDOUT_INTERVAL="10",
+    )
+    assert child.stderr is not None
+    assert read_line(child.stderr, 30) == "READY\n"
+    child.send_signal(signal.SIGTERM)
+    stdout, _ = child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGTERM  # died of the signal, as without us
+    assert messages(stdout) == [f"line-{n}" for n in range(100)]
+
+
+def test_a_multiprocessing_child_writes_its_lines_before_it_ends():
+    child = run_child(
+        """
+        import asyncio, multiprocessing
+        import chatai_otel
+
+        async def log_lines():
+            log = chatai_otel.get_logger("unit")
+            for n in range(50):
+                log.info(f"child-{n}")
+
+        def work():
+            asyncio.run(log_lines())
+
+        if __name__ == "__main__":
+            chatai_otel.configure()
+            asyncio.run(asyncio.sleep(0))
+            chatai_otel.get_logger("unit").info("parent")
+            process = multiprocessing.get_context("fork").Process(target=work)
+            process.start()
+            process.join()
+            assert process.exitcode == 0
+        """,
+        CHATAI_OTEL_LOG_STDOUT_INTERVAL="10",
+    )
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 0, stderr
+    lines = messages(stdout)
+    assert [m for m in lines if m.startswith("child-")] == [f"child-{n}" for n in range(50)]
+    assert lines.count("parent") == 1  # written once, by the parent, not again by the child
+
+
+def test_an_error_line_is_written_at_once_after_every_line_before_it():
+    child = run_child(
+        """
+        import asyncio
+        import chatai_otel
+        chatai_otel.configure()
+        log = chatai_otel.get_logger("unit")
+
+        async def main():
+            log.info("first")
+            log.info("second")
+            log.error("failure")
+            await asyncio.sleep(60)
+
+        asyncio.run(main())
+        """,
+        CHATAI_OTEL_LOG_STDOUT_INTERVAL="10",
+    )
+    try:
+        assert child.stdout is not None
+        got = [read_line(child.stdout, 20) for _ in range(3)]
+        # long before the 10 s interval (and the exit) the error line and those before it are out
+        assert [json.loads(line)["message"] for line in got if line] == [
+            "first",
+            "second",
+            "failure",
+        ]
+    finally:
+        child.kill()
+        child.communicate(timeout=30)
+
+
+def test_the_loop_writes_a_waiting_line_after_the_interval():
+    child = run_child(
+        """
+        import asyncio
+        import chatai_otel
+        chatai_otel.configure()
+
+        async def main():
+            chatai_otel.get_logger("unit").info("alone")
+            await asyncio.sleep(60)
+
+        asyncio.run(main())
+        """,
+        CHATAI_OTEL_LOG_STDOUT_INTERVAL="0.2",
+    )
+    try:
+        assert child.stdout is not None
+        line = read_line(child.stdout, 20)  # written by the loop's callback, not at exit
+        assert line is not None and json.loads(line)["message"] == "alone"
+    finally:
+        child.kill()
+        child.communicate(timeout=30)
+
+
+def test_lines_left_when_the_loop_stopped_are_written_by_the_watcher():
+    child = run_child(
+        """
+        import asyncio, time
+        import chatai_otel
+        chatai_otel.configure()
+
+        async def main():
+            chatai_otel.get_logger("unit").info("stranded")
+
+        asyncio.run(main())  # returns before the loop's callback could run
+        time.sleep(60)
+        """,
+        CHATAI_OTEL_LOG_STDOUT_INTERVAL="5",
+    )
+    try:
+        assert child.stdout is not None
+        line = read_line(child.stdout, 20)
+        assert line is not None and json.loads(line)["message"] == "stranded"
+    finally:
+        child.kill()
+        child.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("interval", ["0", "10"])
+def test_a_line_from_a_thread_with_no_loop_is_written_at_once(interval):
+    child = run_child(
+        """
+        import time
+        import chatai_otel
+        chatai_otel.configure()
+        chatai_otel.get_logger("unit").info("at once")
+        time.sleep(60)
+        """,
+        CHATAI_OTEL_LOG_STDOUT_INTERVAL=interval,
+    )
+    try:
+        assert child.stdout is not None
+        line = read_line(child.stdout, 20)
+        assert line is not None and json.loads(line)["message"] == "at once"
+    finally:
+        child.kill()
+        child.communicate(timeout=30)
+
+
+def test_log_lines_never_land_inside_a_print_of_the_loop_thread():
+    # PYTHONUNBUFFERED: print() writes "TAG", " ", the value and "\n" one by one; a batch
+    # of log lines written from another thread between them would break the tagged line.
+    child = run_child(
+        """
+        import asyncio
+        import chatai_otel
+        chatai_otel.configure()
+        log = chatai_otel.get_logger("unit")
+
+        async def main():
+            for n in range(20000):
+                log.info("work", n=n)
+                print("TAG", f"value-{n}", flush=True)
+                if n % 100 == 0:
+                    await asyncio.sleep(0.002)  # the loop's flush callbacks run here
+
+        asyncio.run(main())
+        """,
+        CHATAI_OTEL_LOG_STDOUT_INTERVAL="0.001",  # batches due all the time
+    )
+    stdout, stderr = child.communicate(timeout=120)
+    assert child.returncode == 0, stderr
+    tagged = [line for line in stdout.splitlines() if not line.startswith("{")]
+    assert tagged == [f"TAG value-{n}" for n in range(20000)]
+    numbers = [json.loads(line)["n"] for line in stdout.splitlines() if line.startswith("{")]
+    assert numbers == list(range(20000))
+
+
+@pytest.mark.parametrize("raw", ["-1", "11", "soon", "nan"])
+def test_a_bad_stdout_interval_is_a_clear_config_error(raw):
+    with pytest.raises(ConfigError) as error:
+        load_settings({"CHATAI_OTEL_LOG_STDOUT_INTERVAL": raw})
+    assert "CHATAI_OTEL_LOG_STDOUT_INTERVAL" in str(error.value)
+    assert "between 0 and 10" in str(error.value)
