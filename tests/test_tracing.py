@@ -202,3 +202,78 @@ def test_a_long_traceback_cut_to_its_tail_keeps_no_part_of_a_secret(provider, re
     assert trace_text.startswith("...\n") and trace_text.endswith("y\n")
     for start in range(len(secret) - 3):
         assert secret[start : start + 4] not in trace_text, secret[start : start + 4]
+
+
+# --- SDK spans: exception text scrubbed where it is written ------------------------------------
+
+
+def test_sdk_span_exception_text_reaches_every_processor_scrubbed():
+    """Not only our exporter: a processor of the app's own (here an in-memory exporter) and
+    the console exporter get the SDK span's exception event and status description scrubbed."""
+    from chatai_otel.spans import scrub_sdk_span_exceptions
+
+    scrub_sdk_span_exceptions()
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("test")
+    with pytest.raises(ValueError):
+        with tracer.start_as_current_span("fails"):
+            raise ValueError("login failed for postgresql://app:hunter2secret@db/chat")
+    with tracer.start_as_current_span("explicit") as span:
+        try:
+            raise RuntimeError("Authorization: Bearer abcdefghijklmnop0123456789")
+        except RuntimeError as exc:
+            span.record_exception(exc, attributes={"chatai.extra": "kept"})
+        span.set_status(trace.StatusCode.ERROR, "password=hunter2secret")
+    failed, explicit = memory.get_finished_spans()
+
+    event = failed.events[0]
+    assert event.name == "exception"
+    assert event.attributes["exception.type"] == "ValueError"
+    assert "hunter2secret" not in event.attributes["exception.message"]
+    assert "[REDACTED]" in event.attributes["exception.message"]
+    assert "hunter2secret" not in event.attributes["exception.stacktrace"]
+    assert "raise ValueError" in event.attributes["exception.stacktrace"]
+    assert "hunter2secret" not in (failed.status.description or "")
+    assert failed.status.description and failed.status.description.startswith("ValueError: ")
+
+    event = explicit.events[0]
+    assert "abcdefghijklmnop0123456789" not in event.attributes["exception.message"]
+    assert "abcdefghijklmnop0123456789" not in event.attributes["exception.stacktrace"]
+    assert event.attributes["chatai.extra"] == "kept"
+    assert event.attributes["exception.escaped"] == "False"
+    assert explicit.status.description == "password=[REDACTED]"
+
+
+def test_console_exporter_output_holds_no_secret_of_an_exception():
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import chatai_otel
+        from opentelemetry import trace
+        telemetry = chatai_otel.configure()
+        tracer = trace.get_tracer("console-test")
+        try:
+            with tracer.start_as_current_span("fails"):
+                raise ValueError("token=consolesecret123456 declined")
+        except ValueError:
+            pass
+        telemetry.shutdown(5)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHATAI_"))}
+    env.update(
+        OTEL_TRACES_EXPORTER="console", OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"name": "fails"' in done.stdout  # the span was printed
+    assert "exception.stacktrace" in done.stdout
+    assert "consolesecret123456" not in done.stdout + done.stderr

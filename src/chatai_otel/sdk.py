@@ -71,6 +71,7 @@ from chatai_otel.fast_metrics import ProducingMetricReader
 from chatai_otel.line_writer import flush_all as flush_log_lines
 from chatai_otel.log_export import LogExportProcessor, grpc_log_exporter, http_log_exporter
 from chatai_otel.span_export import SpanExportProcessor, grpc_span_exporter, http_span_exporter
+from chatai_otel.spans import scrub_sdk_span_exceptions
 
 __all__ = ["Telemetry", "build_telemetry", "distro_version", "tune_gc_after_startup"]
 
@@ -468,6 +469,7 @@ def build_telemetry(settings: Settings) -> Telemetry:
         resource=resource, metric_readers=readers, shutdown_on_exit=False
     )
 
+    scrub_sdk_span_exceptions()  # every processor, not only our exporter, gets scrubbed text
     tracer_provider = TracerProvider(
         resource=resource, sampler=_sampler(settings), shutdown_on_exit=False
     )

@@ -2,17 +2,20 @@
 
 The SDK's ``span.record_exception`` writes ``str(exc)`` and the traceback as
 they are; an exception message may hold a password or a token, so ours writes
-the same ``exception`` event through the scrubber.
+the same ``exception`` event through the scrubber, and
+:func:`scrub_sdk_span_exceptions` makes the SDK's own spans do so at the source.
 """
 
 from __future__ import annotations
 
+import functools
 import traceback
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from opentelemetry.trace import Span
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.trace import Span, Status, StatusCode
 
 from chatai_otel.redaction import get_scrubber, scrub_text
 
@@ -21,6 +24,7 @@ __all__ = [
     "exception_attributes",
     "flatten",
     "record_exception",
+    "scrub_sdk_span_exceptions",
     "trace_ids",
 ]
 
@@ -97,3 +101,51 @@ def trace_ids(span: Span) -> tuple[str | None, str | None]:
     if not context.is_valid:
         return None, None
     return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+
+def scrub_sdk_span_exceptions() -> None:
+    """Scrub the exception text of the SDK's own spans where it is written, not at export.
+
+    ``record_exception`` (app code, instrumentations, ``use_span``, a span's ``__exit__``)
+    and an ERROR status description (``"ValueError: password=..."``) would otherwise hand
+    the text as it is to every span processor: the console exporter, a vendor's processor,
+    an in-memory exporter in a test. Our OTLP export scrubs them again. Idempotent.
+    """
+    if getattr(SdkSpan.record_exception, "_chatai_scrubbed", False):
+        return
+    record = SdkSpan.record_exception
+    set_status = SdkSpan.set_status
+
+    @functools.wraps(record)
+    def record_scrubbed(
+        self: SdkSpan,
+        exception: BaseException,
+        attributes: Any = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        try:
+            scrubbed: Any = exception_attributes(exception)
+            del scrubbed["exception.type"]  # the SDK's own, unchanged
+            if attributes:
+                scrubbed.update(attributes)
+        except Exception:
+            scrubbed = attributes
+        record(self, exception, scrubbed, timestamp, escaped)
+
+    @functools.wraps(set_status)
+    def set_status_scrubbed(
+        self: SdkSpan, status: Status | StatusCode, description: str | None = None
+    ) -> None:
+        try:
+            if isinstance(status, Status) and status.description:
+                status = Status(status.status_code, scrub_text(status.description))
+            elif description:
+                description = scrub_text(description)
+        except Exception:
+            pass
+        set_status(self, status, description)
+
+    record_scrubbed._chatai_scrubbed = True  # type: ignore[attr-defined]
+    SdkSpan.record_exception = record_scrubbed  # type: ignore[method-assign]
+    SdkSpan.set_status = set_status_scrubbed  # type: ignore[method-assign]
