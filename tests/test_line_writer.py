@@ -47,6 +47,18 @@ def read_line(stream, seconds: float) -> str | None:
     return result[0] if result else None
 
 
+def messages_while_running(code: str, count: int, interval: str) -> list[str]:
+    """The messages of the first ``count`` lines a still-running child writes (20 s each)."""
+    child = run_child(code, CHATAI_OTEL_LOG_STDOUT_INTERVAL=interval)
+    try:
+        assert child.stdout is not None
+        lines = [read_line(child.stdout, 20) for _ in range(count)]
+        return [json.loads(line)["message"] for line in lines if line]
+    finally:
+        child.kill()
+        child.communicate(timeout=30)
+
+
 def test_every_line_arrives_in_order_at_a_normal_exit():
     child = run_child(
         """
@@ -127,8 +139,7 @@ def test_a_multiprocessing_child_writes_its_lines_before_it_ends():
 
 
 def test_an_error_line_is_written_at_once_after_every_line_before_it():
-    child = run_child(
-        """
+    code = """
         import asyncio
         import chatai_otel
         chatai_otel.configure()
@@ -141,26 +152,13 @@ def test_an_error_line_is_written_at_once_after_every_line_before_it():
             await asyncio.sleep(60)
 
         asyncio.run(main())
-        """,
-        CHATAI_OTEL_LOG_STDOUT_INTERVAL="10",
-    )
-    try:
-        assert child.stdout is not None
-        got = [read_line(child.stdout, 20) for _ in range(3)]
-        # long before the 10 s interval (and the exit) the error line and those before it are out
-        assert [json.loads(line)["message"] for line in got if line] == [
-            "first",
-            "second",
-            "failure",
-        ]
-    finally:
-        child.kill()
-        child.communicate(timeout=30)
+        """
+    # long before the 10 s interval (and the exit) the error line and those before it are out
+    assert messages_while_running(code, 3, interval="10") == ["first", "second", "failure"]
 
 
 def test_the_loop_writes_a_waiting_line_after_the_interval():
-    child = run_child(
-        """
+    code = """
         import asyncio
         import chatai_otel
         chatai_otel.configure()
@@ -170,21 +168,13 @@ def test_the_loop_writes_a_waiting_line_after_the_interval():
             await asyncio.sleep(60)
 
         asyncio.run(main())
-        """,
-        CHATAI_OTEL_LOG_STDOUT_INTERVAL="0.2",
-    )
-    try:
-        assert child.stdout is not None
-        line = read_line(child.stdout, 20)  # written by the loop's callback, not at exit
-        assert line is not None and json.loads(line)["message"] == "alone"
-    finally:
-        child.kill()
-        child.communicate(timeout=30)
+        """
+    # written by the loop's callback, not at exit
+    assert messages_while_running(code, 1, interval="0.2") == ["alone"]
 
 
 def test_lines_left_when_the_loop_stopped_are_written_by_the_watcher():
-    child = run_child(
-        """
+    code = """
         import asyncio, time
         import chatai_otel
         chatai_otel.configure()
@@ -194,37 +184,20 @@ def test_lines_left_when_the_loop_stopped_are_written_by_the_watcher():
 
         asyncio.run(main())  # returns before the loop's callback could run
         time.sleep(60)
-        """,
-        CHATAI_OTEL_LOG_STDOUT_INTERVAL="5",
-    )
-    try:
-        assert child.stdout is not None
-        line = read_line(child.stdout, 20)
-        assert line is not None and json.loads(line)["message"] == "stranded"
-    finally:
-        child.kill()
-        child.communicate(timeout=30)
+        """
+    assert messages_while_running(code, 1, interval="5") == ["stranded"]
 
 
 @pytest.mark.parametrize("interval", ["0", "10"])
 def test_a_line_from_a_thread_with_no_loop_is_written_at_once(interval):
-    child = run_child(
-        """
+    code = """
         import time
         import chatai_otel
         chatai_otel.configure()
         chatai_otel.get_logger("unit").info("at once")
         time.sleep(60)
-        """,
-        CHATAI_OTEL_LOG_STDOUT_INTERVAL=interval,
-    )
-    try:
-        assert child.stdout is not None
-        line = read_line(child.stdout, 20)
-        assert line is not None and json.loads(line)["message"] == "at once"
-    finally:
-        child.kill()
-        child.communicate(timeout=30)
+        """
+    assert messages_while_running(code, 1, interval=interval) == ["at once"]
 
 
 def test_log_lines_never_land_inside_a_print_of_the_loop_thread():

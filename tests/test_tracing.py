@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +27,7 @@ from opentelemetry.trace import (
 )
 
 from chatai_otel.span_export import SpanExportProcessor, grpc_span_exporter
+from chatai_otel.spans import scrub_sdk_span_exceptions
 from chatai_otel.tracing import FastSpan, FastTracer
 
 
@@ -210,16 +215,13 @@ def test_a_long_traceback_cut_to_its_tail_keeps_no_part_of_a_secret(provider, re
 def test_sdk_span_exception_text_reaches_every_processor_scrubbed():
     """Not only our exporter: a processor of the app's own (here an in-memory exporter) and
     the console exporter get the SDK span's exception event and status description scrubbed."""
-    from chatai_otel.spans import scrub_sdk_span_exceptions
-
     scrub_sdk_span_exceptions()
     provider = TracerProvider()
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
     tracer = provider.get_tracer("test")
-    with pytest.raises(ValueError):
-        with tracer.start_as_current_span("fails"):
-            raise ValueError("login failed for postgresql://app:hunter2secret@db/chat")
+    with pytest.raises(ValueError), tracer.start_as_current_span("fails"):
+        raise ValueError("login failed for postgresql://app:hunter2secret@db/chat")
     with tracer.start_as_current_span("explicit") as span:
         try:
             raise RuntimeError("Authorization: Bearer abcdefghijklmnop0123456789")
@@ -247,11 +249,6 @@ def test_sdk_span_exception_text_reaches_every_processor_scrubbed():
 
 
 def test_console_exporter_output_holds_no_secret_of_an_exception():
-    import os
-    import subprocess
-    import sys
-    import textwrap
-
     code = textwrap.dedent(
         """
         import chatai_otel
