@@ -447,7 +447,6 @@ def _span_lookup() -> Callable[[], Any]:
 
 _current_span = _span_lookup()
 
-_MISSING = object()
 _local = threading.local()
 _failure_reported = [0.0]
 
@@ -609,11 +608,11 @@ class Pipeline:
         exc_info: Any,
         stack: str | None,
         audit: bool,
-        cleaned: bool = False,
+        precleaned: bool = False,
     ) -> None:
         """:meth:`emit` with positional arguments (the hot path), guarded against re-entry.
 
-        ``cleaned``: ``fields`` already came out of :func:`clean_fields` (a caller that
+        ``precleaned``: ``fields`` already came out of :func:`clean_fields` (a caller that
         reuses the cleaned values elsewhere, so they are walked once).
         """
         if getattr(_local, "busy", False):
@@ -623,7 +622,7 @@ class Pipeline:
             return
         _local.busy = True
         try:
-            self._emit(name, levelno, message, fields, code, ns, exc_info, stack, audit, cleaned)
+            self._emit(name, levelno, message, fields, code, ns, exc_info, stack, audit, precleaned)
         except Exception as error:
             _report_failure(error)
         finally:
