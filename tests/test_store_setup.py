@@ -38,7 +38,7 @@ def test_store_settings_defaults_and_values() -> None:
     assert default.store_url is None
     assert default.store_journal_dir == "/var/state/chatai-otel/journal/chatai-bot"
     assert default.store_disk_budget == 1 << 30
-    assert (default.store_durability, default.store_batch_size) == ("all", 2000)
+    assert (default.store_durability, default.store_batch_size) == ("all", 1000)
     settings = load_settings(
         {
             "CHATAI_OTEL_STORE_URL": "postgresql://app:secret@db/chatai",

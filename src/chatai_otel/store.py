@@ -537,7 +537,7 @@ class DurableStore:
         schema: str | None = None,
         disk_budget: int = 1 << 30,
         durability: str = "all",
-        batch_size: int = 2000,
+        batch_size: int = 1000,
         flush_interval: float = 0.1,
         queue_size: int = 10_000,
         create_tables: bool = False,
