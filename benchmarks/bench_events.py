@@ -8,6 +8,8 @@ to a receiver running in its own process (``python -m chatai_otel.receiver``):
   store: a bounded queue drained by a thread that writes JSON lines to a file.
 * ``await log_event`` in a request span, the same sink.
 * ``emit`` with no active span: the event gets a short span of its own.
+* ``emit`` in a span on a thread with no event loop (a sync worker): its stdout lines are
+  written one by one, at once (``chatai_otel.line_writer``).
 * the seed's way: one JSON log line through stdlib ``logging`` to a file, then a new
   SQLAlchemy session, one INSERT and a COMMIT per event into the real PostgreSQL at
   127.0.0.1:5432 (database ``test``, a table of its own, dropped at the end). Fewer
@@ -191,7 +193,14 @@ def _child(args: argparse.Namespace) -> None:
         )
         return time.perf_counter_ns() - began
 
-    # Every arm of ours runs on an asyncio event loop, as a FastAPI request handler does.
+    # The arms of ours run on an asyncio event loop, as a FastAPI request handler does,
+    # but for one: a sync worker thread, where every stdout line is written at once.
+    def ours_emit_sync(count: int, samples: list[int]) -> None:
+        for start in range(0, count, EVENTS_PER_REQUEST):
+            with tracer.start_as_current_span("process job"):
+                for number in range(start, min(count, start + EVENTS_PER_REQUEST)):
+                    samples.append(timed_emit(number))
+
     def ours_emit(count: int, samples: list[int]) -> None:
         async def run() -> None:
             for start in range(0, count, EVENTS_PER_REQUEST):
@@ -243,6 +252,7 @@ def _child(args: argparse.Namespace) -> None:
         "chatai-otel: emit in a request span": (ours_emit, per_round),
         "chatai-otel: await log_event in a request span": (ours_log_event, per_round),
         "chatai-otel: emit, no active span (own span)": (ours_no_span, per_round),
+        "chatai-otel: emit in a span, sync thread (no event loop)": (ours_emit_sync, per_round),
         "seed: log line + INSERT + COMMIT": (seed_way, seed_per_round),
     }
     samples: dict[str, list[list[int]]] = {name: [] for name in arms}
@@ -278,7 +288,7 @@ def _child(args: argparse.Namespace) -> None:
         len(r) for name, rounds in samples.items() if name.startswith("chatai") for r in rounds
     )
     result["emitted"] = {
-        "log_records": ours_events + 50 * 3,
+        "log_records": ours_events + 50 * sum(1 for name in arms if name.startswith("chatai")),
         "store_written": sink.written,
         "store_dropped": sink.dropped,
     }

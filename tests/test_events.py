@@ -323,3 +323,54 @@ def test_a_forked_worker_counts_its_own_events_only(receiver):
     for point in sorted(points, key=lambda p: p.time_ns):
         latest[point.resource["process.pid"]] = point.value or 0.0
     assert latest == {result["parent_pid"]: 3.0, result["child_pid"]: 1.0}
+
+
+def test_data_too_long_for_a_log_line_stays_whole_and_scrubbed_on_span_and_record():
+    """Event data whose log field is cut (over CHATAI_OTEL_LOG_MAX_VALUE_SIZE) is kept whole
+    for the span and the store record, and scrubbed there too: an object's repr included."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from chatai_otel import events
+    from chatai_otel.records import set_sink
+
+    class Client:
+        def __repr__(self) -> str:
+            return "Client(api_key=sk-abcdefghijklmnopqrstuvwx password=hunter2pass)"
+
+    class ListSink:
+        def __init__(self) -> None:
+            self.records: list[Any] = []
+
+        async def put(self, record: Any) -> None:
+            self.records.append(record)
+
+        def put_nowait(self, record: Any) -> bool:
+            self.records.append(record)
+            return True
+
+    provider = TracerProvider()
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    sink = ListSink()
+    previous = set_sink(sink)
+    try:
+        with provider.get_tracer("test").start_as_current_span("request"):
+            events.emit(
+                EventType.DOCUMENT_UPLOADED,
+                user_id=1,
+                data={"obj": Client(), "blob": "x" * 20_000, "token": "t0ken-value"},
+            )
+    finally:
+        set_sink(previous)
+    (record,) = sink.records
+    assert record.data["obj"] == "Client(api_key=[REDACTED] password=[REDACTED])"
+    assert record.data["token"] == "[REDACTED]"
+    assert isinstance(record.data["blob"], str) and record.data["blob"].startswith("xxx")
+    (span,) = memory.get_finished_spans()
+    attributes = span.events[0].attributes
+    assert attributes["chatai.data.obj"] == "Client(api_key=[REDACTED] password=[REDACTED])"
+    assert attributes["chatai.data.token"] == "[REDACTED]"
+    everything = json.dumps([dict(attributes), record.as_dict()], default=str)
+    assert "hunter2pass" not in everything and "abcdefghijklmnopqrstuvwx" not in everything

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -227,6 +228,120 @@ def test_log_lines_never_land_inside_a_print_of_the_loop_thread():
     assert tagged == [f"TAG value-{n}" for n in range(20000)]
     numbers = [json.loads(line)["n"] for line in stdout.splitlines() if line.startswith("{")]
     assert numbers == list(range(20000))
+
+
+def test_a_signal_handler_that_flushes_never_deadlocks_with_other_writers():
+    # The loop thread appends, a thread with no loop writes at once, and a signal handler on
+    # the loop thread (as the SIGTERM hook: shutdown, then flush) flushes, thousands of times.
+    child = run_child(
+        """
+        import asyncio, os, signal, sys, threading
+        from chatai_otel.line_writer import flush_all, stdout_writer
+
+        sys.__stdout__ = open(os.devnull, "w")
+        writer = stdout_writer(0.05)
+        handled = threading.Event()
+        stop = False
+
+        def on_signal(signum, frame):
+            flush_all()
+            handled.set()
+
+        signal.signal(signal.SIGUSR1, on_signal)
+
+        def no_loop_thread():
+            while not stop:
+                writer.write("sync line\\n")
+
+        def signaller():
+            global stop
+            for n in range(5000):
+                handled.clear()
+                os.kill(os.getpid(), signal.SIGUSR1)
+                if not handled.wait(10):
+                    print(f"DEADLOCK after {n} signals", file=sys.stderr, flush=True)
+                    os._exit(3)
+            stop = True
+
+        async def main():
+            while not stop:
+                for _ in range(200):
+                    writer.write("loop line\\n")
+                await asyncio.sleep(0)
+
+        threading.Thread(target=no_loop_thread, daemon=True).start()
+        threading.Thread(target=signaller, daemon=True).start()
+        asyncio.run(main())
+        """
+    )
+    _, stderr = child.communicate(timeout=300)
+    assert child.returncode == 0, stderr
+
+
+def test_a_signal_while_a_full_pipe_holds_a_batch_loses_no_line():
+    # Python's own stdout drops the rest of a large write that a signal interrupts on a
+    # full pipe; the writer sends pieces a signal cannot cut, and all of them.
+    child = run_child(
+        """
+        import asyncio, signal, time
+        import chatai_otel
+        from chatai_otel.line_writer import flush_all
+        chatai_otel.configure()
+        log = chatai_otel.get_logger("unit")
+
+        def on_signal(signum, frame):
+            log.warning("handler line")
+            flush_all()
+
+        signal.signal(signal.SIGUSR1, on_signal)
+
+        async def main():
+            n, started = 0, time.monotonic()
+            while time.monotonic() - started < 3:
+                for _ in range(20):
+                    log.info("loop line", n=n, pad="x" * 150)
+                    n += 1
+                await asyncio.sleep(0.01)
+            log.info("last line", total=n)
+
+        asyncio.run(main())
+        """,
+        CHATAI_OTEL_LOG_STDOUT_INTERVAL="0.05",
+    )
+    time.sleep(1.0)  # nobody reads: the pipe fills and the child's write blocks
+    child.send_signal(signal.SIGUSR1)
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 0, stderr
+    records = [json.loads(line) for line in stdout.splitlines()]  # every line whole JSON
+    total = next(r["total"] for r in records if r["message"] == "last line")
+    numbers = [r["n"] for r in records if r["message"] == "loop line"]
+    assert numbers == list(range(total))
+    assert [r["message"] for r in records].count("handler line") == 1
+
+
+def test_one_writer_and_one_thread_however_often_logging_is_configured():
+    child = run_child(
+        """
+        import asyncio, threading
+        import chatai_otel
+        from chatai_otel.config import load_settings
+        from chatai_otel.logs import configure_logging
+
+        async def main():
+            for n in range(20):
+                configure_logging(load_settings({"CHATAI_OTEL_LOG_FORMAT": "json"}), None)
+                chatai_otel.get_logger("unit").info(f"config-{n}")
+            await asyncio.sleep(0.2)
+
+        asyncio.run(main())
+        names = [t.name for t in threading.enumerate()]
+        print("THREADS", names.count("chatai-otel-stdout"), flush=True)
+        """
+    )
+    stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode == 0, stderr
+    assert "THREADS 1" in stdout
+    assert messages(stdout) == [f"config-{n}" for n in range(20)]
 
 
 @pytest.mark.parametrize("raw", ["-1", "11", "soon", "nan"])

@@ -44,9 +44,8 @@ from opentelemetry.trace import Span, SpanKind
 
 from chatai_otel import _process, context, genai
 from chatai_otel import metric_names as names
-from chatai_otel.logs import AUDIT_LOGGER, clean_fields, line_emitter
+from chatai_otel.logs import AUDIT_LOGGER, clean_fields, clean_value, line_emitter
 from chatai_otel.records import EventRecord, get_sink, new_event_id
-from chatai_otel.redaction import scrub
 from chatai_otel.spans import attribute_value, flatten, trace_ids
 from chatai_otel.tracing import FastSpan, FastTracer
 
@@ -253,7 +252,7 @@ def _record(event: BusinessEvent) -> EventRecord | None:
         if data is None:
             data = {}
         elif not isinstance(data, Mapping):  # cut for the log line; span and store keep it whole
-            data = _scrubbed_data(event.data)
+            data = _whole_data(event.data)
 
         usage: genai.AIUsage | None = None
         span = trace.get_current_span()
@@ -371,14 +370,10 @@ def _nanos(moment: datetime) -> int:
     return int(moment.timestamp() * 1e9)
 
 
-def _scrubbed_data(data: Any) -> Mapping[str, Any]:
-    """The event's data, scrubbed; anything but a mapping is kept under ``value``."""
-    if not data:
-        return {}
-    if not isinstance(data, Mapping):
-        data = {"value": data}
-    result: Mapping[str, Any] = scrub(data)
-    return result
+def _whole_data(data: Any) -> Mapping[str, Any]:
+    """The event's data, cleaned like the log line's but not cut as a whole."""
+    cleaned = clean_value(data if isinstance(data, Mapping) else {"value": data})
+    return cleaned if isinstance(cleaned, Mapping) else {"value": cleaned}
 
 
 def _count_balance(operation: str, data: Mapping[str, Any]) -> None:

@@ -106,7 +106,7 @@ from opentelemetry.sdk._logs import LoggerProvider
 
 from chatai_otel import context
 from chatai_otel.config import ConfigError, Settings
-from chatai_otel.line_writer import LineWriter
+from chatai_otel.line_writer import LineWriter, stdout_writer
 from chatai_otel.log_export import LogExportProcessor, processor_of
 from chatai_otel.redaction import (
     REDACTED,
@@ -123,6 +123,7 @@ __all__ = [
     "StdlibBridge",
     "capture_stdlib_logging",
     "clean_fields",
+    "clean_value",
     "configure_logging",
     "get_audit_logger",
     "get_logger",
@@ -203,7 +204,7 @@ class _TextOutput:
 
     def close(self) -> None:
         if self._background is not None:
-            self._background.close()
+            self._background.flush()
 
 
 class _FileOutput:
@@ -490,9 +491,7 @@ class Pipeline:
     ) -> None:
         self.cleaner = _Cleaner(scrubber, max_value_size)
         self.max_value_size = max_value_size
-        background = (
-            LineWriter(lambda: sys.__stdout__, stdout_interval) if stdout_interval > 0 else None
-        )
+        background = stdout_writer(stdout_interval) if stdout_interval > 0 else None
         self.stdout = _TextOutput(lambda: sys.stdout, background) if stdout else None
         self.stderr = _TextOutput(lambda: sys.stderr)
         self.console = console
@@ -1151,6 +1150,16 @@ def clean_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
     :func:`line_emitter`. An unrepresentable value becomes a marker, never an error.
     """
     return (_pipeline or _current()).cleaner.fields(fields)
+
+
+def clean_value(value: Any) -> Any:
+    """``value`` scrubbed and JSON-safe as a log field would carry it, but never cut as a
+    whole (a long text inside it still is): for a copy that must stay complete."""
+    cleaner = (_pipeline or _current()).cleaner
+    try:
+        return cleaner._walk(value, 1)
+    except Exception:
+        return f"<unrepresentable {type(value).__qualname__}>"
 
 
 def get_audit_logger() -> Any:
