@@ -42,23 +42,26 @@ __all__ = [
 ]
 
 
+_id_prefix: tuple[int, str] = (-1, "")  # (millisecond, its first three groups)
+
+
 def new_event_id() -> str:
     """A UUIDv7: 48 bits of Unix milliseconds, then 74 random bits (RFC 9562).
 
-    ``random`` reseeds itself in a forked child, so workers forked from one
-    master never hand out the same ids; three times cheaper than ``uuid4()``.
+    The 12 bits after the version are drawn once per millisecond and the time groups
+    formatted once per millisecond (62 random bits still tell apart the ids of one
+    millisecond). ``random`` reseeds itself in a forked child, so workers forked from one
+    master never hand out the same ids; several times cheaper than ``uuid4()``.
     """
+    global _id_prefix
     millis = time.time_ns() // 1_000_000
-    rand = random.getrandbits(74)
-    value = (
-        (millis & 0xFFFFFFFFFFFF) << 80
-        | 0x7 << 76
-        | (rand >> 62) << 64
-        | 0b10 << 62
-        | (rand & 0x3FFFFFFFFFFFFFFF)
-    )
-    text = f"{value:032x}"
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    cached, prefix = _id_prefix
+    if cached != millis:
+        rand_a = 0x7000 | random.getrandbits(12)
+        prefix = f"{(millis >> 16) & 0xFFFFFFFF:08x}-{millis & 0xFFFF:04x}-{rand_a:04x}-"
+        _id_prefix = (millis, prefix)
+    rand = random.getrandbits(62)
+    return f"{prefix}{0x8000 | (rand >> 48):04x}-{rand & 0xFFFFFFFFFFFF:012x}"
 
 
 @dataclass(slots=True)
