@@ -51,6 +51,20 @@ def stdout_lines(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
+class RecordList:
+    """An in-process stand-in for the durable store: every record it is handed, in order."""
+
+    def __init__(self) -> None:
+        self.queued: list[Any] = []
+
+    async def put(self, record: Any) -> None:
+        self.queued.append(record)
+
+    def put_nowait(self, record: Any) -> bool:
+        self.queued.append(record)
+        return True
+
+
 def test_event_type_has_the_seeds_seventeen_types():
     assert [member.value for member in EventType] == [
         "user_registered",
@@ -288,18 +302,7 @@ def test_naive_timestamps_and_non_mapping_data_are_kept():
     from chatai_otel import events
     from chatai_otel.records import set_sink
 
-    class ListSink:
-        def __init__(self) -> None:
-            self.queued: list[Any] = []
-
-        async def put(self, record: Any) -> None:
-            self.queued.append(record)
-
-        def put_nowait(self, record: Any) -> bool:
-            self.queued.append(record)
-            return True
-
-    sink = ListSink()
+    sink = RecordList()
     previous = set_sink(sink)
     try:
         naive = datetime(2026, 1, 2, 3, 4, 5)  # the seed's datetime.utcnow()
@@ -339,21 +342,10 @@ def test_data_too_long_for_a_log_line_stays_whole_and_scrubbed_on_span_and_recor
         def __repr__(self) -> str:
             return "Client(api_key=sk-abcdefghijklmnopqrstuvwx password=hunter2pass)"
 
-    class ListSink:
-        def __init__(self) -> None:
-            self.records: list[Any] = []
-
-        async def put(self, record: Any) -> None:
-            self.records.append(record)
-
-        def put_nowait(self, record: Any) -> bool:
-            self.records.append(record)
-            return True
-
     provider = TracerProvider()
     memory = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(memory))
-    sink = ListSink()
+    sink = RecordList()
     previous = set_sink(sink)
     try:
         with provider.get_tracer("test").start_as_current_span("request"):
@@ -364,7 +356,7 @@ def test_data_too_long_for_a_log_line_stays_whole_and_scrubbed_on_span_and_recor
             )
     finally:
         set_sink(previous)
-    (record,) = sink.records
+    (record,) = sink.queued
     assert record.data["obj"] == "Client(api_key=[REDACTED] password=[REDACTED])"
     assert record.data["token"] == "[REDACTED]"
     assert isinstance(record.data["blob"], str) and record.data["blob"].startswith("xxx")
