@@ -101,6 +101,17 @@ def tagged(stdout: str) -> dict[str, list[str]]:
     return out
 
 
+def run_store_app(count: int, ending: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """tests/apps/store_app.py: ``count`` events of each kind, then exit or SIGTERM."""
+    return subprocess.run(
+        [sys.executable, str(APPS / "store_app.py"), str(count), ending],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize("ending", ["exit", "sigterm"])
 def test_configure_installs_the_store_and_shutdown_flushes_it(
     receiver: OTLPReceiver, schema: str, tmp_path: Path, ending: str
@@ -114,13 +125,7 @@ def test_configure_installs_the_store_and_shutdown_flushes_it(
         CHATAI_OTEL_STORE_JOURNAL_DIR=str(journal),
         CHATAI_OTEL_STORE_FLUSH_INTERVAL="5",  # nothing is written before shutdown but audit ones
     )
-    done = subprocess.run(
-        [sys.executable, str(APPS / "store_app.py"), "200", ending],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_store_app(200, ending, env)
     out = tagged(done.stdout)
     assert out["SINK"] == ["DurableStore"], done.stderr
     (trace_id,), ids = out["TRACE"], out["ID"]
@@ -168,13 +173,7 @@ def test_a_database_away_at_shutdown_leaves_time_for_spans_and_logs(
         OTEL_BSP_SCHEDULE_DELAY="60000",  # spans and logs leave at shutdown only
         OTEL_BLRP_SCHEDULE_DELAY="60000",
     )
-    done = subprocess.run(
-        [sys.executable, str(APPS / "store_app.py"), "20", "exit"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_store_app(20, "exit", env)
     shutdown_seconds = time.time() - float(tagged(done.stdout)["ENDING"][0])
     out = tagged(done.stdout)
     assert out["SINK"] == ["DurableStore"], done.stderr
@@ -186,13 +185,7 @@ def test_a_database_away_at_shutdown_leaves_time_for_spans_and_logs(
 
 
 def test_without_a_url_the_sink_stays_the_null_sink(receiver: OTLPReceiver) -> None:
-    done = subprocess.run(
-        [sys.executable, str(APPS / "store_app.py"), "1", "exit"],
-        env=telemetry_env(receiver),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_store_app(1, "exit", telemetry_env(receiver))
     out = tagged(done.stdout)
     assert out["SINK"] == ["NullSink"], done.stderr
     assert len(out["ID"]) == 3  # events and errors work the same without a store
@@ -208,13 +201,7 @@ def test_a_store_that_cannot_start_leaves_the_app_running_without_it(
         CHATAI_OTEL_STORE_URL=pg_url(),
         CHATAI_OTEL_STORE_JOURNAL_DIR=str(blocker / "journal"),
     )
-    done = subprocess.run(
-        [sys.executable, str(APPS / "store_app.py"), "2", "exit"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_store_app(2, "exit", env)
     assert done.returncode == 0, done.stderr
     out = tagged(done.stdout)
     assert out["SINK"] == ["NullSink"], done.stderr

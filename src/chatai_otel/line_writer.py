@@ -46,7 +46,6 @@ from collections.abc import Callable
 from typing import TextIO
 
 __all__ = [
-    "DEFAULT_INTERVAL",
     "FLUSH_SIZE",
     "STRANDED_AFTER",
     "LineWriter",
@@ -54,7 +53,6 @@ __all__ = [
     "stdout_writer",
 ]
 
-DEFAULT_INTERVAL = 0.05  # seconds a line may wait for company
 FLUSH_SIZE = 64 * 1024  # characters gathered before they are written at once
 STRANDED_AFTER = 1.0  # seconds before the thread writes lines whose loop has stopped
 ATOMIC_WRITE = getattr(os, "PIPE_BUF", 512)  # a pipe write this small is never cut
@@ -65,7 +63,7 @@ _running_loop = asyncio._get_running_loop  # the C accessor asyncio itself uses;
 class LineWriter:
     """Whole lines to one stream, batched on the event loop (see the module docstring)."""
 
-    def __init__(self, stream: Callable[[], TextIO | None], interval: float = DEFAULT_INTERVAL):
+    def __init__(self, stream: Callable[[], TextIO | None], interval: float) -> None:
         self._stream = stream
         self.interval = interval
         self._new_state()

@@ -160,16 +160,7 @@ class FastSpan(trace.Span):
     def add_event(
         self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None
     ) -> None:
-        if self._end is None:
-            events = self._events
-            if events is None:
-                events = self._events = []
-            limit = self._limits.max_events
-            if limit is not None and len(events) >= limit:
-                self._dropped_events += 1
-                return
-            cleaned, dropped = self._clean(attributes, self._limits.max_event_attributes)
-            events.append((name, timestamp or time.time_ns(), cleaned, dropped))
+        self._add_event(name, attributes, timestamp, trusted=False)
 
     def add_trusted_event(self, name: str, attributes: dict[str, Any], timestamp: int) -> None:
         """For our own instrumentation only: attribute values already of valid types.
@@ -177,20 +168,32 @@ class FastSpan(trace.Span):
         Skips the per-value validation of :meth:`add_event`, not the span limits.
         """
         limits = self._limits
-        if limits.max_attribute_length is not None or (
-            limits.max_event_attributes is not None
-            and len(attributes) > limits.max_event_attributes
-        ):
-            self.add_event(name, attributes, timestamp)
+        trusted = limits.max_attribute_length is None and (
+            limits.max_event_attributes is None or len(attributes) <= limits.max_event_attributes
+        )
+        self._add_event(name, attributes, timestamp, trusted)
+
+    def _add_event(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None,
+        timestamp: int | None,
+        trusted: bool,
+    ) -> None:
+        if self._end is not None:
             return
-        if self._end is None:
-            events = self._events
-            if events is None:
-                events = self._events = []
-            if limits.max_events is not None and len(events) >= limits.max_events:
-                self._dropped_events += 1
-                return
-            events.append((name, timestamp, attributes, 0))
+        events = self._events
+        if events is None:
+            events = self._events = []
+        limit = self._limits.max_events
+        if limit is not None and len(events) >= limit:
+            self._dropped_events += 1
+            return
+        if trusted:
+            cleaned, dropped = attributes, 0
+        else:
+            cleaned, dropped = self._clean(attributes, self._limits.max_event_attributes)
+        events.append((name, timestamp or time.time_ns(), cleaned, dropped))
 
     def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
         if self._end is not None or not context.is_valid:
