@@ -230,6 +230,90 @@ def test_context_fields_and_explicit_fields(make_pipeline):
     assert "request_id" not in c
 
 
+async def test_context_bound_the_structlog_way_is_on_every_line_and_record(make_pipeline):
+    """structlog.contextvars, as structlog's docs and every FastAPI guide bind request context:
+    on structlog and stdlib lines, in the OTLP record, with task and thread isolation."""
+    import asyncio
+    import threading
+
+    from structlog.contextvars import (
+        bind_contextvars,
+        bound_contextvars,
+        clear_contextvars,
+        unbind_contextvars,
+    )
+
+    pipe = make_pipeline()
+    log = get_logger("x")
+    clear_contextvars()
+    try:
+        bind_contextvars(tenant="acme", job_id=7)
+        log.info("with.ctx")
+        logging.getLogger("x.std").warning("stdlib.ctx")
+        with context.bound(tenant="ours"):
+            log.info("clash")  # our context wins over structlog's
+        log.info("explicit", job_id=8)  # the call's own field wins over both
+        with bound_contextvars(step="upload"):
+            log.info("bound")
+        log.info("after.bound")
+        unbind_contextvars("job_id")
+        log.info("unbound")
+
+        thread = threading.Thread(target=lambda: log.info("thread"))  # a thread starts empty
+        thread.start()
+        thread.join()
+
+        async def child() -> None:
+            bind_contextvars(task="child")
+            log.info("child")
+
+        await asyncio.create_task(child())
+        log.info("parent")  # the task's binding stayed in the task
+        clear_contextvars()
+        log.info("cleared")
+    finally:
+        clear_contextvars()
+
+    lines = {line["message"]: line for line in pipe.stdout_json()}
+    picked = {
+        message: {k: line.get(k) for k in ("tenant", "job_id", "step", "task")}
+        for message, line in lines.items()
+    }
+    none = {"tenant": None, "job_id": None, "step": None, "task": None}
+    assert picked == {
+        "with.ctx": {**none, "tenant": "acme", "job_id": 7},
+        "stdlib.ctx": {**none, "tenant": "acme", "job_id": 7},
+        "clash": {**none, "tenant": "ours", "job_id": 7},
+        "explicit": {**none, "tenant": "acme", "job_id": 8},
+        "bound": {**none, "tenant": "acme", "job_id": 7, "step": "upload"},
+        "after.bound": {**none, "tenant": "acme", "job_id": 7},
+        "unbound": {**none, "tenant": "acme"},
+        "thread": none,
+        "child": {**none, "tenant": "acme", "task": "child"},
+        "parent": {**none, "tenant": "acme"},
+        "cleared": none,
+    }
+    records = {r.body: r for r in pipe.exported(11, lambda r: r.body in picked)}
+    assert records["with.ctx"].attributes["tenant"] == "acme"
+    assert records["with.ctx"].attributes["job_id"] == 7
+    assert records["clash"].attributes["tenant"] == "ours"
+    assert "tenant" not in records["cleared"].attributes
+
+
+def test_secrets_bound_the_structlog_way_are_scrubbed(make_pipeline):
+    from structlog.contextvars import bound_contextvars
+
+    pipe = make_pipeline()
+    with bound_contextvars(api_key="sk-live-0123456789abcdefXYZ", note="Bearer abcdef123456"):
+        get_logger("x").info("secret.ctx")
+    (line,) = pipe.stdout_json()
+    assert line["api_key"] == REDACTED
+    assert line["note"] == f"Bearer {REDACTED}"
+    (record,) = pipe.exported(1, lambda r: r.body == "secret.ctx")
+    assert record.attributes["api_key"] == REDACTED
+    assert "abcdef123456" not in str(record.attributes)
+
+
 async def test_200_concurrent_requests_never_mix_their_request_ids_in_log_lines(make_pipeline):
     import asyncio
     import random
@@ -645,10 +729,25 @@ def test_per_logger_levels_apply_to_structlog_and_stdlib(make_pipeline):
 # --- frameworks' own console handlers ------------------------------------------------------------
 
 
-def test_framework_console_handlers_are_captured_after_dict_config(make_pipeline):
+def test_uvicorn_access_logger_is_quiet_by_default_even_after_its_dict_config(make_pipeline):
+    """One access line per request (ours): uvicorn's logger has no handler and does not
+    propagate, so uvicorn's ``hasHandlers()`` check skips formatting its line."""
     from uvicorn.config import LOGGING_CONFIG
 
     pipe = make_pipeline()
+    logging.config.dictConfig(LOGGING_CONFIG)  # what uvicorn does after we configured
+    access = logging.getLogger("uvicorn.access")
+    assert not access.hasHandlers()
+    access.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/", "1.1", 200)
+    assert pipe.stdout_lines() == []
+    reset_logging()
+    assert access.propagate  # handed back as it was
+
+
+def test_framework_console_handlers_are_captured_after_dict_config(make_pipeline):
+    from uvicorn.config import LOGGING_CONFIG
+
+    pipe = make_pipeline(CHATAI_OTEL_UVICORN_ACCESS_LOG="true")
     logging.config.dictConfig(LOGGING_CONFIG)  # what uvicorn does after we configured
     logging.getLogger("uvicorn.error").info("Started server process [%d]", 123)
     logging.getLogger("uvicorn.access").info(

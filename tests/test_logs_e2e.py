@@ -8,6 +8,7 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from conftest import APPS, bin_path, free_port, telemetry_env
 
@@ -54,7 +55,12 @@ def test_no_line_twice_stdout_lines_and_otlp_records_equal_calls(receiver):
     assert "internal diagnostic" not in done.stdout
 
 
-def test_uvicorn_lines_come_out_once_in_the_same_shape_and_are_exported_once(receiver, start_app):
+@pytest.mark.parametrize("uvicorn_access", [False, True], ids=["default", "uvicorn-access-on"])
+def test_uvicorn_lines_come_out_once_in_the_same_shape_and_are_exported_once(
+    receiver, start_app, uvicorn_access
+):
+    """uvicorn with its defaults (access log on): one access line per request, ours; with
+    CHATAI_OTEL_UVICORN_ACCESS_LOG=true uvicorn's own line too, once, its query scrubbed."""
     port = free_port()
     args = [
         bin_path("opentelemetry-instrument"),
@@ -65,11 +71,16 @@ def test_uvicorn_lines_come_out_once_in_the_same_shape_and_are_exported_once(rec
         "--port",
         str(port),
     ]
-    app = start_app(args, telemetry_env(receiver), port)
+    env = telemetry_env(receiver, CHATAI_OTEL_UVICORN_ACCESS_LOG=str(uvicorn_access).lower())
+    app = start_app(args, env, port)
     app.wait_ready()
-    assert httpx.get(f"{app.url}/work/1").status_code == 200
+    assert httpx.get(f"{app.url}/work/1?sig=signedsecret123&page=2").status_code == 200
     receiver.wait_for_logs(1, lambda r: r.body == "Application startup complete.")
-    receiver.wait_for_logs(1, lambda r: r.scope == "uvicorn.access" and "/work/1" in r.body)
+    receiver.wait_for_logs(
+        1, lambda r: r.body == "HTTP_REQUEST_COMPLETE" and r.attributes["path"] == "/work/1"
+    )
+    if uvicorn_access:
+        receiver.wait_for_logs(1, lambda r: r.scope == "uvicorn.access" and "/work/1" in r.body)
     time.sleep(1.0)
     lines = json_lines(app.stdout())
     startup = [line for line in lines if line["message"] == "Application startup complete."]
@@ -81,7 +92,17 @@ def test_uvicorn_lines_come_out_once_in_the_same_shape_and_are_exported_once(rec
     assert "Application startup complete" not in app.stderr()
     exported = [r for r in receiver.logs() if r.body == "Application startup complete."]
     assert len(exported) == 1
+    ours = [line for line in lines if line["message"] == "HTTP_REQUEST_COMPLETE"]
+    assert [line["path"] for line in ours if line["route"] == "/work/{item}"] == ["/work/1"]
+    theirs = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert len(theirs) == (2 if uvicorn_access else 0)  # the readiness probe's and ours
+    theirs = [line for line in theirs if "/work/1" in line["message"]]
     access = [r for r in receiver.logs() if r.scope == "uvicorn.access" and "/work/1" in r.body]
-    assert len(access) == 1
+    if uvicorn_access:
+        assert len(theirs) == 1 and len(access) == 1
+        assert "/work/1?sig=[REDACTED]&page=2" in theirs[0]["message"]
+    else:
+        assert theirs == [] and access == []
+    assert "signedsecret123" not in app.stdout() + app.stderr() + repr(receiver.logs())
     work = [line for line in lines if line["message"] == "work.done"]
     assert len(work) == 1 and len([r for r in receiver.logs() if r.body == "work.done"]) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -274,3 +275,33 @@ def test_console_exporter_output_holds_no_secret_of_an_exception():
     assert '"name": "fails"' in done.stdout  # the span was printed
     assert "exception.stacktrace" in done.stdout
     assert "consolesecret123456" not in done.stdout + done.stderr
+
+
+def test_console_exporter_output_holds_no_secret_app_code_set_on_a_span():
+    code = textwrap.dedent(
+        """
+        import chatai_otel
+        from opentelemetry import trace
+        telemetry = chatai_otel.configure()
+        tracer = trace.get_tracer("console-test")
+        with tracer.start_as_current_span("planted", attributes={"password": "consolepw123456"}) as span:
+            span.set_attribute("note", "Bearer consolebearer123456")
+            span.add_event("seen", {"client_secret": "consolesecret123456"})
+            span.add_link(span.get_span_context(), {"url": "https://x/?sig=consolesig123456"})
+        telemetry.shutdown(5)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHATAI_"))}
+    env.update(
+        OTEL_TRACES_EXPORTER="console", OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout[done.stdout.index("{") :])
+    assert printed["attributes"] == {"password": "[REDACTED]", "note": "Bearer [REDACTED]"}
+    assert printed["events"][0]["attributes"] == {"client_secret": "[REDACTED]"}
+    assert printed["links"][0]["attributes"] == {"url": "https://x/?sig=[REDACTED]"}
+    for secret in ("consolepw", "consolebearer", "consolesecret", "consolesig"):
+        assert secret not in done.stdout + done.stderr

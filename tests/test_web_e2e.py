@@ -365,6 +365,61 @@ def test_authorization_and_cookie_never_reach_logs_or_spans(backend: Backend) ->
     assert server.attributes.get("http.request.header.authorization") is None
 
 
+def test_secrets_app_code_puts_on_any_span_and_signed_urls_never_leave(backend: Backend) -> None:
+    """Span attributes, events and links set by app code on the server span (ours), on an
+    SDK span and its link; a signed URL on the httpx client span, the server span it reaches
+    and a log line: scrubbed by key and by value shape before export."""
+    secret = f"S{uuid.uuid4().hex}"
+    answer = backend.client.post("/planted", json={"secret": secret})
+    assert answer.json() == {"status": 200}
+    request_id = answer.headers["x-request-id"]
+    server = backend.server_span(request_id)
+    spans = backend.trace(server.trace_id, 4)  # POST server, internal, GET client, GET server
+    by_name = {(s.name, s.kind): s for s in spans}
+    internal = by_name["planted.internal", 1]
+    client = next(s for s in spans if s.kind == CLIENT)
+    pinged = next(s for s in spans if s.kind == SERVER and s is not server)
+    assert _eventually(
+        lambda: any(line.get("message") == "planted.fetched" for line in backend.lines())
+    )
+    backend.receiver.wait_for_logs(1, lambda r: r.body == "planted.fetched")
+
+    everything = (
+        backend.app.stdout() + repr(backend.receiver.spans()) + repr(backend.receiver.logs())
+    )
+    assert secret not in everything
+    # the attributes are there, with the marker where the secret was
+    expected = {
+        "password": "[REDACTED]",
+        "client_secret": "[REDACTED]",
+        "authorization": "[REDACTED]",
+        "note.bearer": "Bearer [REDACTED]",
+        "note.basic": "Basic [REDACTED]",
+        "note.jwt": "[REDACTED]",
+        "note.dsn": "postgresql://app:[REDACTED]@db:5432/chat",
+        "note.download": "https://cdn.example.com/f?api_key=[REDACTED]&size=2",
+        "note.link": "https://cdn.example.com/f?access_token=[REDACTED]",
+    }
+    for span in (server, internal):
+        assert {k: span.attributes.get(k) for k in expected} == expected, span.name
+    assert internal.attributes["later.password"] == "[REDACTED]"
+    assert internal.attributes["later.note"] == "Bearer [REDACTED]"
+    events = {e["name"]: e["attributes"] for span in (server, internal) for e in span.events}
+    for name in ("planted.on.server", "planted.on.internal"):
+        assert {k: events[name].get(k) for k in expected} == expected
+    (link,) = internal.links
+    assert link["span_id"] == server.span_id
+    assert {k: link["attributes"].get(k) for k in expected} == expected
+    # signed URLs: every signature-bearing query value redacted, the rest kept
+    names = ("sig", "Signature", "AWSAccessKeyId", "X-Goog-Signature", "X-Amz-Signature",
+             "X-Amz-Credential", "X-Amz-Security-Token", "access_token", "api_key")  # fmt: skip
+    redacted_query = "&".join(f"{name}=[REDACTED]" for name in names) + "&keep=visible"
+    assert client.attributes["url.full"].endswith("/ping?" + redacted_query)
+    assert pinged.attributes["url.query"] == redacted_query
+    (line,) = [line for line in backend.lines() if line.get("message") == "planted.fetched"]
+    assert line["url"].endswith("/ping?" + redacted_query)
+
+
 # --- exception handlers ----------------------------------------------------------------------
 
 

@@ -127,6 +127,8 @@ class Settings:
     # web layer (chatai_otel.web): paths kept out of traces, metrics and the access log
     excluded_urls: tuple[str, ...] = DEFAULT_EXCLUDED_URLS
     access_log: bool = True
+    # uvicorn's own "GET /x HTTP/1.1" 200 line beside ours; off: one access line per request
+    uvicorn_access_log: bool = False
     capture_headers: tuple[str, ...] = ()  # lower-case request header names put on the access line
     db_connect_spans: bool = False  # a `connect` span per pooled SQLAlchemy checkout
     gc_tuning: bool = True  # gc.freeze() and a higher young threshold once the app serves
@@ -650,6 +652,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         health_memory_threshold=_percent(env, "CHATAI_OTEL_HEALTH_MEMORY_THRESHOLD", 85.0),
         excluded_urls=_url_patterns(env, "CHATAI_OTEL_EXCLUDED_URLS"),
         access_log=_bool(env, "CHATAI_OTEL_ACCESS_LOG", True),
+        uvicorn_access_log=_bool(env, "CHATAI_OTEL_UVICORN_ACCESS_LOG", False),
         capture_headers=_header_names(env, "CHATAI_OTEL_CAPTURE_HEADERS"),
         db_connect_spans=_bool(env, "CHATAI_OTEL_DB_CONNECT_SPANS", False),
         gc_tuning=_bool(env, "CHATAI_OTEL_GC_TUNING", True),

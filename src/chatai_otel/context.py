@@ -11,6 +11,13 @@ thread starts empty. Reading the context for a log line is one ``get()``.
 ``session_id`` is an identifier of the chat session, never the session cookie
 or token (see :mod:`chatai_otel.redaction`).
 
+Context bound the structlog way (``structlog.contextvars.bind_contextvars``,
+``bound_contextvars``, ``unbind_contextvars``, ``clear_contextvars``) is part of
+it: every line carries those fields too, with the same task and thread
+semantics (structlog keeps them in context variables of its own). On a clash
+ours wins, and a field given to the logging call wins over both. While nothing
+was ever bound through structlog, reading them costs one dict check.
+
 Use :func:`bound` as a context manager or as a decorator (sync or async)::
 
     with context.bound(request_id=rid, user_id=42):
@@ -29,17 +36,57 @@ from contextvars import ContextVar, Token
 from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar, cast
 
+import structlog.contextvars
 from opentelemetry import trace
 
-__all__ = ["CONTEXT_KEYS", "bind", "bound", "clear", "current", "get", "push", "reset", "unbind"]
+__all__ = [
+    "CONTEXT_KEYS",
+    "bind",
+    "bound",
+    "clear",
+    "current",
+    "fields",
+    "get",
+    "push",
+    "reset",
+    "structlog_fields",
+    "unbind",
+]
 
 CONTEXT_KEYS = ("request_id", "user_id", "session_id", "dialog_id")
 
 # The dicts held by the variable are never mutated after set(): that is what isolates tasks.
 _EMPTY: dict[str, Any] = {}
+_MISSING = object()
 _fields: ContextVar[dict[str, Any]] = ContextVar("chatai_otel_context", default=_EMPTY)
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_STRUCTLOG_PREFIX = structlog.contextvars.STRUCTLOG_KEY_PREFIX
+# structlog's registry of its context variables ({"structlog_<key>": ContextVar}), filled
+# by its first bind_contextvars(): while it is empty nothing is bound. Not public API, so
+# when a structlog release lacks it every read takes the public (slower) get_contextvars().
+_STRUCTLOG_VARS: dict[str, ContextVar[Any]] | None = getattr(
+    structlog.contextvars, "_CONTEXT_VARS", None
+)
+if not isinstance(_STRUCTLOG_VARS, dict):
+    _STRUCTLOG_VARS = None
+
+
+def structlog_fields() -> dict[str, Any]:
+    """What ``structlog.contextvars`` has bound in this context ({} when nothing is)."""
+    registry = _STRUCTLOG_VARS
+    if registry is None:
+        return structlog.contextvars.get_contextvars()
+    if not registry:
+        return _EMPTY
+    found: dict[str, Any] = {}
+    skip = len(_STRUCTLOG_PREFIX)
+    for name, var in tuple(registry.items()):  # a copy: another thread may bind a new key
+        value = var.get(Ellipsis)
+        if value is not Ellipsis:  # structlog marks an unbound key with Ellipsis
+            found[name[skip:]] = value
+    return found or _EMPTY
 
 
 def _mark_span(values: Mapping[str, Any]) -> None:
@@ -85,18 +132,28 @@ def clear() -> None:
 
 
 def get(key: str, default: Any = None) -> Any:
-    """The bound value of one field."""
-    return _fields.get().get(key, default)
+    """The bound value of one field (ours, else one bound through ``structlog.contextvars``)."""
+    value = _fields.get().get(key, _MISSING)
+    if value is not _MISSING:
+        return value
+    return structlog_fields().get(key, default)
 
 
 def current() -> Mapping[str, Any]:
     """All bound fields, read-only (hand it to :func:`bind` in another thread to carry them)."""
-    return MappingProxyType(_fields.get())
+    return MappingProxyType(fields())
 
 
 def fields() -> dict[str, Any]:
-    """The bound fields as the (shared, never mutated) dict itself: for the log pipeline only."""
-    return _fields.get()
+    """The bound fields, ours over structlog's: for the log pipeline (never mutate it)."""
+    ours = _fields.get()
+    registry = _STRUCTLOG_VARS
+    if registry is not None and not registry:  # the common case: nothing bound via structlog
+        return ours
+    theirs = structlog_fields()
+    if not theirs:
+        return ours
+    return {**theirs, **ours} if ours else theirs
 
 
 class bound:

@@ -1252,6 +1252,11 @@ def _is_console_handler(handler: logging.Handler) -> bool:
 
 
 _bridge: StdlibBridge | None = None
+# Loggers kept silent while the pipeline runs: uvicorn's access logger, whose line would
+# repeat our access line without route, duration or status class. With no handler and no
+# propagation, uvicorn sees ``hasHandlers()`` false and does not even format its line.
+UVICORN_ACCESS = "uvicorn.access"
+_quiet_loggers: tuple[str, ...] = ()
 
 
 def capture_stdlib_logging() -> None:
@@ -1280,6 +1285,12 @@ def capture_stdlib_logging() -> None:
                 removed = True
         if removed and logger is not root and not logger.handlers:
             logger.propagate = True
+    for name in _quiet_loggers:
+        quiet = logging.getLogger(name)
+        for handler in list(quiet.handlers):
+            if _is_console_handler(handler):
+                quiet.removeHandler(handler)
+        quiet.propagate = False
 
 
 _config_functions_wrapped = False
@@ -1366,6 +1377,12 @@ def configure_logging(settings: Settings, logger_provider: LoggerProvider | None
     audit.setLevel(1)  # never filtered by level
     audit.disabled = False
 
+    global _quiet_loggers
+    _release_quiet_loggers()
+    _quiet_loggers = (
+        (UVICORN_ACCESS,) if settings.access_log and not settings.uvicorn_access_log else ()
+    )
+
     _configure_structlog()
     _follow_levels(True)
     if _bridge is None:
@@ -1374,9 +1391,17 @@ def configure_logging(settings: Settings, logger_provider: LoggerProvider | None
     _wrap_logging_config()
 
 
+def _release_quiet_loggers() -> None:
+    global _quiet_loggers
+    for name in _quiet_loggers:
+        logging.getLogger(name).propagate = True
+    _quiet_loggers = ()
+
+
 def reset_logging() -> None:
     """Remove the bridge and go back to the default pipeline (for tests and tools)."""
     global _bridge
+    _release_quiet_loggers()
     if _bridge is not None:
         logging.getLogger().removeHandler(_bridge)
         _bridge = None

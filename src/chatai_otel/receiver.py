@@ -73,6 +73,7 @@ class ReceivedSpan:
     parent_span_id: str
     attributes: dict[str, Any]
     events: list[dict[str, Any]]
+    links: list[dict[str, Any]]
     status_code: int
     status_message: str
     start_ns: int
@@ -144,6 +145,14 @@ def _decode_spans(request: trace_service_pb2.ExportTraceServiceRequest) -> list[
                                 "time_ns": event.time_unix_nano,
                             }
                             for event in span.events
+                        ],
+                        links=[
+                            {
+                                "trace_id": link.trace_id.hex(),
+                                "span_id": link.span_id.hex(),
+                                "attributes": attributes_of(link.attributes),
+                            }
+                            for link in span.links
                         ],
                         status_code=span.status.code,
                         status_message=span.status.message,

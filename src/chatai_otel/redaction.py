@@ -83,10 +83,20 @@ DEFAULT_SECRET_KEYS: tuple[str, ...] = (
     "cvv",
     "cvc",
     "ssn",
+    # signed URLs: the query names the HTTP semantic conventions redact by default
+    # (AWSAccessKeyId is caught as access_key, X-Goog-Signature as signature) and
+    # AWS SigV4's (X-Amz-Signature, X-Amz-Credential, X-Amz-Security-Token)
+    "sig",
+    "signature",
 )
 
 # Keys that are identifiers or counters, not credentials (see the module docstring).
-DEFAULT_SAFE_KEYS: tuple[str, ...] = ("session_id", "token_type", "token_count")
+DEFAULT_SAFE_KEYS: tuple[str, ...] = (
+    "session_id",
+    "token_type",
+    "token_count",
+    "gen_ai.token.type",  # GenAI semconv: "input" / "output"
+)
 
 # Found anywhere inside a key's letters ("dbpassword", "clientsecret"): no word contains
 # them by accident. "token" and "auth" are not here ("tokens", "author").
@@ -270,6 +280,27 @@ class Scrubber:
         if scheme is not None:
             return f"{scheme} {r}"
         return r
+
+    # --- span, event and link attributes ----------------------------------------------
+
+    def scrub_attribute(self, key: str, value: Any) -> Any:
+        """One OTel attribute as it may leave the process: the marker under a secret key,
+        strings (also inside a sequence) scrubbed by shape, other values as they are."""
+        secret = self.key_cache.get(key)
+        if secret is None:
+            secret = self.is_secret_key(key)
+        if secret:
+            return self.replacement
+        kind = type(value)
+        if kind is str:
+            return self.scrub_text(value)
+        if (kind is tuple or kind is list) and any(type(item) is str for item in value):
+            return tuple(self.scrub_text(item) if type(item) is str else item for item in value)
+        return value
+
+    def scrub_attributes(self, attributes: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`scrub_attribute` of every item."""
+        return {key: self.scrub_attribute(key, value) for key, value in attributes.items()}
 
     # --- structures ------------------------------------------------------------------
 

@@ -70,7 +70,12 @@ from chatai_otel.config import ExporterSettings, Settings, Signal
 from chatai_otel.fast_metrics import ProducingMetricReader
 from chatai_otel.line_writer import flush_all as flush_log_lines
 from chatai_otel.log_export import LogExportProcessor, grpc_log_exporter, http_log_exporter
-from chatai_otel.span_export import SpanExportProcessor, grpc_span_exporter, http_span_exporter
+from chatai_otel.span_export import (
+    ScrubbingSpanExporter,
+    SpanExportProcessor,
+    grpc_span_exporter,
+    http_span_exporter,
+)
 from chatai_otel.spans import scrub_sdk_span_exceptions
 
 __all__ = ["Telemetry", "build_telemetry", "distro_version", "tune_gc_after_startup"]
@@ -488,7 +493,7 @@ def build_telemetry(settings: Settings) -> Telemetry:
     elif settings.traces_exporter == "console":
         with _processor_self_metrics():
             span_processor = BatchSpanProcessor(
-                ConsoleSpanExporter(),
+                ScrubbingSpanExporter(ConsoleSpanExporter()),
                 max_queue_size=batch.max_queue_size,
                 schedule_delay_millis=batch.schedule_delay * 1000,
                 max_export_batch_size=batch.max_export_batch_size,

@@ -29,9 +29,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Link, SpanKind, Status
 
 from chatai_otel.batch_export import (
     BatchExportQueue,
@@ -48,10 +49,11 @@ from chatai_otel.otlp_wire import (
     utf8,
     varint,
 )
-from chatai_otel.redaction import scrub_text
+from chatai_otel.redaction import get_scrubber, scrub_text
 
 __all__ = [
     "OtlpSpanEncoder",
+    "ScrubbingSpanExporter",
     "SpanExportProcessor",
     "SpanRecord",
     "grpc_span_exporter",
@@ -122,33 +124,11 @@ def _count(tag: bytes, count: int) -> bytes:
     return tag + varint(count) if count else b""
 
 
-# Free-text attributes of an ``exception`` event: the SDK writes them as they are.
-_EXCEPTION_TEXT = ("exception.message", "exception.stacktrace")
-
-
-def _scrubbed_event_attributes(name: str, attributes: Any) -> Any:
-    """An SDK ``exception`` event's message and stack trace, scrubbed; other events as they are.
-
-    ``Span.record_exception`` of the SDK (app code, instrumentations, ``use_span``) copies
-    ``str(exc)`` and the traceback verbatim; an exception message may hold a password.
-    """
-    if name != "exception" or not attributes:
-        return attributes
-    if not any(isinstance(attributes.get(key), str) for key in _EXCEPTION_TEXT):
-        return attributes
-    cleaned = dict(attributes)
-    for key in _EXCEPTION_TEXT:
-        value = cleaned.get(key)
-        if isinstance(value, str):
-            cleaned[key] = scrub_text(value)
-    return cleaned
-
-
 def record_of(span: ReadableSpan) -> SpanRecord:
     """The :data:`SpanRecord` of an SDK span (read on the worker thread).
 
-    Exception text (the ``exception`` event, an ERROR status description) is scrubbed
-    here: SDK spans record it verbatim, and this is the one way out of the process.
+    An ERROR status description is scrubbed here; attributes, events and links are
+    scrubbed by the encoder, for these and our own spans alike.
     """
     context = span.context
     parent = span.parent
@@ -160,7 +140,7 @@ def record_of(span: ReadableSpan) -> SpanRecord:
         (
             event.name,
             event.timestamp,
-            _scrubbed_event_attributes(event.name, event.attributes),
+            event.attributes,
             event.dropped_attributes,
         )
         for event in span.events
@@ -208,9 +188,12 @@ class OtlpSpanEncoder:
     """
 
     _CACHE_LIMIT = 4096
+    _LONG_TEXT = 2048  # longer texts are scrubbed every time, not cached
 
     def __init__(self) -> None:
         self._pairs: dict[tuple[str, Any], bytes] = {}
+        self._texts: dict[str, str] = {}
+        self._scrubber = get_scrubber()
         self._names: dict[str, bytes] = {}
         self._scopes: dict[Any, bytes] = {}
         self._resource = ResourceField()
@@ -219,6 +202,11 @@ class OtlpSpanEncoder:
         self, spans: Sequence[SpanRecord | ReadableSpan], resource: Resource | None
     ) -> bytes:
         """The serialized request for ``spans`` (grouped by scope, one resource)."""
+        scrubber = get_scrubber()
+        if scrubber is not self._scrubber:  # reconfigured: what was cached is stale
+            self._scrubber = scrubber
+            self._pairs.clear()
+            self._texts.clear()
         by_scope: dict[Any, list[bytes]] = {}
         encode_span = self._span
         for span in spans:
@@ -302,8 +290,14 @@ class OtlpSpanEncoder:
         return b"\x12" + varint(len(body)) + body
 
     def _attributes(self, tag: bytes, attributes: Mapping[str, Any]) -> bytes:
-        """Repeated ``KeyValue`` under ``tag``; short strings and small ints are cached."""
+        """Repeated ``KeyValue`` under ``tag``, scrubbed; short strings and small ints cached.
+
+        Every attribute is scrubbed here, whoever set it on whichever span (app code on
+        the server span, an instrumentation on an SDK span): the marker under a secret
+        key, secret shapes in strings. A cached pair was scrubbed when it was encoded.
+        """
         pairs = self._pairs
+        scrub = self._scrub_value
         out = []
         for key, value in attributes.items():
             if value is None:  # no value: left out, as the SDK does
@@ -313,16 +307,31 @@ class OtlpSpanEncoder:
                 cache_key = (key, value) if kind is str else (key, -value - 1)
                 encoded = pairs.get(cache_key)
                 if encoded is None:
-                    encoded = self._pair(key, value)
+                    encoded = self._pair(key, scrub(key, value))
                     if len(pairs) >= self._CACHE_LIMIT:
                         pairs.clear()
                     pairs[cache_key] = encoded
             else:
-                encoded = self._pair(key, value)
+                encoded = self._pair(key, scrub(key, value))
             out.append(encoded)
         # Each pair is encoded as Span.attributes (field 9); events, links, scopes and the
         # resource keep their attributes under another (one-byte) field tag.
         return b"".join(out) if tag == b"\x4a" else self._retag(tag, out)
+
+    def _scrub_value(self, key: str, value: Any) -> Any:
+        """``Scrubber.scrub_attribute``, with long texts that repeat (SQL statements, URLs,
+        user agents) looked up in a bounded cache instead of scanned on every span."""
+        scrubber = self._scrubber
+        if type(value) is not str or len(value) > self._LONG_TEXT or scrubber.is_secret_key(key):
+            return scrubber.scrub_attribute(key, value)
+        texts = self._texts
+        cleaned = texts.get(value)
+        if cleaned is None:
+            cleaned = scrubber.scrub_text(value)
+            if len(texts) >= self._CACHE_LIMIT:
+                texts.clear()
+            texts[value] = cleaned
+        return cleaned
 
     def _retag(self, tag: bytes, encoded_pairs: list[bytes]) -> bytes:
         return b"".join([tag + pair[1:] for pair in encoded_pairs])
@@ -353,6 +362,56 @@ class OtlpSpanEncoder:
                 self._scopes.clear()
             self._scopes[scope] = cached
         return cached
+
+
+# --- the console path ------------------------------------------------------------------
+
+
+def scrubbed_copy(span: ReadableSpan) -> ReadableSpan:
+    """``span`` with its attributes, events, links and status text scrubbed (a new object:
+    the SDK hands the same span to every processor)."""
+    scrub = get_scrubber().scrub_attributes
+    status = span.status
+    if status is not None and status.description:
+        status = Status(status.status_code, scrub_text(status.description))
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=scrub(span.attributes) if span.attributes else span.attributes,
+        events=[
+            Event(
+                event.name, scrub(event.attributes) if event.attributes else None, event.timestamp
+            )
+            for event in span.events
+        ],
+        links=[
+            Link(link.context, scrub(link.attributes) if link.attributes else None)
+            for link in span.links
+        ],
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class ScrubbingSpanExporter(SpanExporter):
+    """Any SDK span exporter (the console one) handed scrubbed copies of the spans."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._exporter = exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._exporter.export([scrubbed_copy(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
 
 
 # --- transports ------------------------------------------------------------------------

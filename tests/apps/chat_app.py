@@ -14,6 +14,7 @@ import httpx
 import redis
 import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Header, HTTPException
+from opentelemetry import trace
 from pydantic import BaseModel
 from sqlalchemy import create_engine, text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -29,6 +30,7 @@ async_engine = create_async_engine(DSN, pool_size=2)
 cache = redis.Redis(host="127.0.0.1", port=6379)
 async_cache = aioredis.Redis(host="127.0.0.1", port=6379)
 log = get_logger("chat_app")
+tracer = trace.get_tracer("chat_app")
 
 with engine.begin() as conn:
     conn.execute(text(f"CREATE TABLE IF NOT EXISTS {TABLE} (id INTEGER PRIMARY KEY, body TEXT)"))
@@ -136,3 +138,58 @@ async def live() -> dict[str, str]:
 @app.get("/metrics")
 async def prometheus_metrics() -> str:
     return "# nothing"
+
+
+class Planted(BaseModel):
+    secret: str
+
+
+# Query names of signed URLs (semantic conventions' defaults, AWS SigV4) and ours.
+SIGNED_QUERY_KEYS = (
+    "sig",
+    "Signature",
+    "AWSAccessKeyId",
+    "X-Goog-Signature",
+    "X-Amz-Signature",
+    "X-Amz-Credential",
+    "X-Amz-Security-Token",
+    "access_token",
+    "api_key",
+)
+
+
+def planted_attributes(secret: str) -> dict[str, str]:
+    """A secret under secret keys and in secret shapes under plain keys."""
+    return {
+        "password": secret,
+        "client_secret": secret,
+        "authorization": secret,
+        "note.bearer": f"Bearer {secret}",
+        "note.basic": f"Basic {secret}",
+        "note.jwt": f"eyJhbGciOiJIUzI1NiJ9.eyJ{secret}.{secret}",
+        "note.dsn": f"postgresql://app:{secret}@db:5432/chat",
+        "note.download": f"https://cdn.example.com/f?api_key={secret}&size=2",
+        "note.link": f"https://cdn.example.com/f?access_token={secret}",
+    }
+
+
+@app.post("/planted")
+async def planted(body: Planted) -> dict[str, object]:
+    """App code putting a secret (sent in the body, never in a URL) on every kind of span."""
+    secret = body.secret
+    attributes = planted_attributes(secret)
+    server = trace.get_current_span()
+    for key, value in attributes.items():
+        server.set_attribute(key, value)
+    server.add_event("planted.on.server", attributes)
+    with tracer.start_as_current_span("planted.internal", attributes=attributes) as span:
+        span.set_attribute("later.password", secret)
+        span.set_attributes({"later.note": f"Bearer {secret}"})
+        span.add_event("planted.on.internal", attributes)
+        span.add_link(server.get_span_context(), attributes)
+        query = "&".join(f"{key}={secret}" for key in SIGNED_QUERY_KEYS)
+        signed = f"http://127.0.0.1:{os.environ['CHAT_APP_PORT']}/ping?{query}&keep=visible"
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(signed)
+        log.info("planted.fetched", url=signed)
+    return {"status": answer.status_code}
