@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import httpx
@@ -235,6 +236,50 @@ def test_gunicorn_preload_workers_each_export_with_their_own_instance_id(receive
         assert span.resource["service.instance.id"] == identities[span.resource["process.pid"]]
     app.signal(signal.SIGTERM)
     app.wait(timeout=30)
+
+
+def test_a_process_forked_while_its_parent_exports_metrics_exports_its_own(receiver):
+    """The cause of gunicorn --preload workers that exported no metrics: a fork while the
+    parent's metric export waited on the network left the SDK reader's export lock held in
+    the child for good. The receiver answers after 1 s, so the fork lands mid-export."""
+    script = textwrap.dedent(
+        """
+        import os, time
+        import chatai_otel.setup
+        from opentelemetry import metrics, trace
+        from chatai_otel import get_logger
+        counter = metrics.get_meter("fork.test").create_counter("fork.test.count")
+        counter.add(1)
+        time.sleep(0.35)  # the reader's first export (at 0.1 s) waits for the answer
+        pid = os.fork()
+        if pid == 0:
+            counter.add(1)
+            with trace.get_tracer("fork.test").start_as_current_span("in.child"):
+                get_logger("fork.test").info("in.child")
+            time.sleep(4)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print("CHILD", pid, flush=True)
+        """
+    )
+    receiver.delay = 1.0
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=telemetry_env(receiver, OTEL_METRIC_EXPORT_INTERVAL="100"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    child = int(done.stdout.split("CHILD")[1].split()[0])
+    receiver.delay = 0.0
+
+    def from_child(item) -> bool:
+        return item.resource.get("process.pid") == child
+
+    assert receiver.wait_for_metrics(1, lambda p: from_child(p) and p.name == "fork.test.count")
+    assert receiver.wait_for_spans(1, lambda s: from_child(s) and s.name == "in.child")
+    assert receiver.wait_for_logs(1, lambda r: from_child(r) and r.body == "in.child")
 
 
 def test_uvicorn_spawned_workers_each_export_with_their_own_instance_id(receiver, start_app):

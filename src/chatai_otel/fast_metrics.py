@@ -206,13 +206,55 @@ def _reset_lock(ref: weakref.ref[FastHistogram]) -> None:
         histogram._lock = threading.Lock()
 
 
+def _call(ref: weakref.ref[Any], method: str) -> None:
+    target = ref()
+    if target is not None:
+        try:
+            getattr(target, method)()
+        except Exception:  # a fork hook never breaks the fork
+            pass
+
+
 class ProducingMetricReader(PeriodicExportingMetricReader):
     """The SDK's periodic reader, adding what its :class:`FastHistogram` s hold to each export."""
 
+    # How long a fork waits for a collection in flight (an in-memory walk: milliseconds).
+    FORK_WAIT = 1.0
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Fork safety. The SDK's reader restarts its ticker thread in a forked child, but the
+        # locks the parent's ticker held at that moment stay held there for good: its export
+        # lock (held while the parent's export waits on the network) and the SDK's storage and
+        # aggregation locks (held during a collection). A gunicorn --preload worker forked
+        # mid-export never exported a metric again; one forked mid-collection would hang on
+        # its first measurement. So a fork waits until no collection runs (bounded), and the
+        # child gets a fresh export lock. Registered before the SDK's own fork hook, so the
+        # child's new ticker starts on fresh locks.
+        self._collecting = threading.Lock()
+        self._held_for_fork = False
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+            os.register_at_fork(
+                before=lambda: _call(ref, "_before_fork"),
+                after_in_parent=lambda: _call(ref, "_after_fork_in_parent"),
+                after_in_child=lambda: _call(ref, "_after_fork_in_child"),
+            )
         super().__init__(*args, **kwargs)
         self._producers: list[FastHistogram] = []
         self._resource: Resource | None = None
+
+    def _before_fork(self) -> None:
+        self._held_for_fork = self._collecting.acquire(timeout=self.FORK_WAIT)
+
+    def _after_fork_in_parent(self) -> None:
+        if self._held_for_fork:
+            self._held_for_fork = False
+            self._collecting.release()
+
+    def _after_fork_in_child(self) -> None:
+        self._held_for_fork = False
+        self._collecting = threading.Lock()
+        self._export_lock = threading.Lock()  # the SDK reader's; the parent's may be held
 
     def add_producer(self, histogram: FastHistogram, resource: Resource) -> None:
         self._producers.append(histogram)
@@ -226,11 +268,12 @@ class ProducingMetricReader(PeriodicExportingMetricReader):
             return
 
         def collect(reader: Any, timeout_millis: float = 10_000) -> MetricsData | None:
-            data: MetricsData | None = func(reader, timeout_millis=timeout_millis)
-            try:
-                return self._with_producers(data)
-            except Exception:  # never lose the SDK's own metrics over ours
-                return data
+            with self._collecting:  # a fork waits for this (see __init__)
+                data: MetricsData | None = func(reader, timeout_millis=timeout_millis)
+                try:
+                    return self._with_producers(data)
+                except Exception:  # never lose the SDK's own metrics over ours
+                    return data
 
         super()._set_collect_callback(collect)  # type: ignore[arg-type]
 
