@@ -6,13 +6,17 @@ Arms (``benchmarks/web_app.py``):
 * ``chatai`` — ``opentelemetry-instrument`` with chatai-otel: traces, metrics and logs
   over OTLP/gRPC to a local receiver in its own process, 100 % sampling, one access
   log line per request (stdout to a file);
+* ``collector`` — the ``chatai`` arm exporting to ``otelcol-chatai``, our collector built
+  from ``collector/builder-config.yaml``, running the bundled ``collector/otel-collector.yaml``
+  (memory limiter, scrubbing, batching, spanmetrics, the Prometheus exporter); its Jaeger and
+  Loki exporters point at a counting receiver, which counts what came through;
 * ``stock``  — ``opentelemetry-instrument`` with the stock distro and configurator
   (``opentelemetry-distro``), in a separate virtualenv (``.venv-stock``) where
   chatai-otel is not even installed, exporting traces, metrics and logs the same way;
 * ``seed``   — the seed's BaseHTTPMiddleware logging request start and completion as JSON.
 
-Load: ``wrk`` from its own process (taskset: servers on CPU 0, wrk and the receivers on
-CPU 1), uvicorn with one worker. All arms' servers run for the whole benchmark, idle
+Load: ``wrk`` from its own process (taskset: servers on CPU 0, wrk, the receivers and the
+collector on CPU 1), uvicorn with one worker. All arms' servers run for the whole benchmark, idle
 but for the one being measured; each round measures ``/ping`` and then ``/chat`` (one
 SELECT through SQLAlchemy; SQLite, or PostgreSQL with ``--postgres``) on every arm back
 to back in a rotated order. The table reports medians over rounds; the ratio to
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -50,7 +55,8 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 STOCK_VENV = ROOT / ".venv-stock"
-ARMS = ("bare", "chatai", "stock", "seed")
+ARMS = ("bare", "chatai", "collector", "stock", "seed")
+TELEMETRY_ARMS = ("chatai", "collector", "stock")
 ENDPOINTS = ("/ping", "/chat")
 # What the stock arm installs, pinned to the versions of this virtualenv.
 STOCK_PACKAGES = (
@@ -111,6 +117,27 @@ def _receiver_on_cpu_1() -> contextlib.AbstractContextManager[dict[str, int]]:
     return receiver_process(_taskset(1))
 
 
+@contextlib.contextmanager
+def _collector_on_cpu_1(receiver: dict[str, int], work: Path) -> Iterator[dict[str, int]]:
+    """otelcol-chatai with the bundled config on CPU 1, its Jaeger and Loki exporters pointed
+    at ``receiver``; yields the ports an app sends to (and the receiver's, for its counts)."""
+    from tools.stack import Options, Ports, Stack
+
+    ports = dataclasses.replace(Ports.free(), jaeger_otlp_grpc=receiver["grpc_port"])
+    loki = f"http://127.0.0.1:{receiver['http_port']}"
+    collector = Stack(ports, work / "collector", Options(loki_endpoint=loki))
+    collector.start_collector(prefix=_taskset(1))
+    try:
+        deadline = time.monotonic() + 60
+        while not collector.readiness()["otelcol"]:
+            if time.monotonic() > deadline:
+                sys.exit(f"otelcol-chatai did not start:\n{collector.log('otelcol')}")
+            time.sleep(0.2)
+        yield {"grpc_port": ports.otlp_grpc, "http_port": receiver["http_port"]}
+    finally:
+        collector.stop_collector()  # SIGTERM: it flushes what it holds to the receiver
+
+
 def _server_command(arm: str, port: int, stock_bin: Path) -> list[str]:
     uvicorn_args = [
         "web_app:app",
@@ -124,7 +151,7 @@ def _server_command(arm: str, port: int, stock_bin: Path) -> list[str]:
         "--log-level",
         "warning",
     ]
-    if arm == "chatai":
+    if arm in ("chatai", "collector"):
         return [
             str(VENV_BIN / "opentelemetry-instrument"),
             str(VENV_BIN / "uvicorn"),
@@ -149,7 +176,7 @@ def _server_env(arm: str, ports: dict[str, int], db_url: str, table: str) -> dic
             "BENCH_TABLE": table,
         }
     )
-    if arm in ("chatai", "stock"):
+    if arm in TELEMETRY_ARMS:
         env.update(
             {
                 "OTEL_SERVICE_NAME": f"bench-{arm}",
@@ -162,7 +189,7 @@ def _server_env(arm: str, ports: dict[str, int], db_url: str, table: str) -> dic
                 "OTEL_METRIC_EXPORT_INTERVAL": "5000",
             }
         )
-    if arm == "chatai":
+    if arm in ("chatai", "collector"):
         env.update(
             {
                 "OTEL_PYTHON_DISTRO": "chatai_otel",
@@ -265,13 +292,17 @@ def main(argv: list[str]) -> None:
     with contextlib.ExitStack() as stack:
         # One receiver per telemetry arm, so what each arm delivered is counted exactly.
         receivers = {
-            arm: stack.enter_context(_receiver_on_cpu_1())
-            for arm in arms
-            if arm in ("chatai", "stock")
+            arm: stack.enter_context(_receiver_on_cpu_1()) for arm in arms if arm in TELEMETRY_ARMS
         }
+        collectors = stack.enter_context(contextlib.ExitStack())
+        app_ports = dict(receivers)
+        if "collector" in receivers:  # the app sends to the collector, which sends on to it
+            app_ports["collector"] = collectors.enter_context(
+                _collector_on_cpu_1(receivers["collector"], work)
+            )
         servers = {
             arm: stack.enter_context(
-                _server(arm, receivers.get(arm, {}), db_url, table, stock_bin, work)
+                _server(arm, app_ports.get(arm, {}), db_url, table, stock_bin, work)
             )
             for arm in arms
         }
@@ -299,6 +330,7 @@ def main(argv: list[str]) -> None:
                     )
         for arm in list(servers):
             _stop(servers.pop(arm)[1])
+        collectors.close()  # the collector flushes what it still batches
         time.sleep(0.5)
         for arm, ports in receivers.items():
             counts = receiver_counts(ports)
@@ -394,6 +426,15 @@ def print_table(
                 f"{ratio(arm, endpoint) if has_bare else float('nan'):.2f}x | "
                 f"{cpu:.0f} | {bare_cpu / cpu:.2f}x |"
             )
+    if has_bare and "chatai" in arms and "collector" in arms:
+        for endpoint in ENDPOINTS:
+            print(
+                f"\n{endpoint}: chatai to the counting receiver "
+                f"{ratio('chatai', endpoint):.2f}x of bare, to otelcol-chatai "
+                f"{ratio('collector', endpoint):.2f}x of bare",
+                end="",
+            )
+        print()
     if has_bare and "chatai" in arms and "stock" in arms:
         for endpoint in ENDPOINTS:
             ours, stock = ratio("chatai", endpoint), ratio("stock", endpoint)
@@ -408,7 +449,7 @@ def print_table(
         total = requests["/ping"] + requests["/chat"]
         # a server span per request, plus the SELECT span of each /chat
         expected = ""
-        if arm == "chatai":
+        if arm in ("chatai", "collector"):
             # one server span per request, one span per SELECT; wrk does not count the
             # requests still in flight when it stops, so this is a lower bound
             at_least = requests["/ping"] + 2 * requests["/chat"]

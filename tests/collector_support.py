@@ -208,9 +208,12 @@ def grafana_to_promql(expr: str) -> str:
 # --- files --------------------------------------------------------------------------------------
 
 
+_ENV_DEFAULT = re.compile(r"\$\{env:[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}")
+
+
 def load_yaml(path: Path) -> Any:
-    with path.open() as handle:
-        return yaml.safe_load(handle)
+    """The file as compose runs it: every ``${env:NAME:-default}`` read as its default."""
+    return yaml.safe_load(_ENV_DEFAULT.sub(lambda match: match.group(1), path.read_text()))
 
 
 def alert_rules() -> list[dict[str, Any]]:

@@ -78,7 +78,6 @@ KNOWN_TYPES = {
     "extensions": {
         "health_check",
         "healthcheckv2",
-        "pprof",
         "zpages",
         "file_storage",
         "jaeger_storage",
@@ -263,7 +262,14 @@ def test_compose_has_the_whole_stack_with_pinned_images_and_healthchecks() -> No
         "worker",
     } <= set(services)
     images = {name: service.get("image", "") for name, service in services.items()}
-    assert images["otel-collector"].startswith("otel/opentelemetry-collector-contrib:")
+    # our distribution, built from the manifest the tests build and run, tagged with its release
+    collector = services["otel-collector"]
+    assert collector["build"]["dockerfile"] == "collector/otelcol.Dockerfile"
+    manifest = load_yaml(COLLECTOR / "builder-config.yaml")
+    assert images["otel-collector"] == f"chatai-otel-collector:{manifest['dist']['version']}"
+    dockerfile = (ROOT / "collector" / "otelcol.Dockerfile").read_text()
+    assert f"OCB_VERSION={manifest['dist']['version']}" in dockerfile
+    assert "COPY collector/builder-config.yaml" in dockerfile
     assert re.fullmatch(r"jaegertracing/jaeger:2\.\d+\.\d+", images["jaeger"])
     assert re.fullmatch(r"grafana/loki:3\.\d+\.\d+", images["loki"])
     for name, service in services.items():
@@ -271,7 +277,7 @@ def test_compose_has_the_whole_stack_with_pinned_images_and_healthchecks() -> No
             continue
         image, _, tag = service["image"].partition(":")
         assert tag and tag != "latest" and re.search(r"\d+\.\d+", tag), f"{name}: pin {image}"
-    no_healthcheck = {"otel-collector"}  # FROM scratch: no shell or wget (see its comment)
+    no_healthcheck = {"otel-collector"}  # distroless: no shell or wget (see its comment)
     for name, service in services.items():
         if name in no_healthcheck:
             assert "healthcheck" not in service
@@ -386,7 +392,7 @@ def test_the_single_node_collector_has_what_the_issue_asks() -> None:
     otlp = config["receivers"]["otlp"]["protocols"]
     assert listen_port(otlp["grpc"]["endpoint"]) == 4317
     assert listen_port(otlp["http"]["endpoint"]) == 4318
-    assert {"health_check", "pprof", "zpages"} <= set(config["extensions"])
+    assert {"health_check", "zpages"} <= set(config["extensions"])
     assert "spanmetrics" in config["connectors"]
     exporters = config["exporters"]
     assert exporters["prometheus"]["translation_strategy"] == "UnderscoreEscapingWithSuffixes"

@@ -38,7 +38,7 @@ from chatai_otel.span_export import (
     grpc_span_exporter,
     http_span_exporter,
 )
-from conftest import telemetry_env
+from conftest import free_port, telemetry_env
 
 # --- the encoder against the SDK's own encoder, both read back by the official classes -------
 
@@ -260,6 +260,34 @@ def test_full_queue_drops_counts_and_never_blocks(receiver):
         assert points[("queue_full", "otel.sdk.processor.span.processed")] == 4900
         assert points[(None, "otel.sdk.processor.span.processed")] == 100
         assert points[(None, "otel.sdk.processor.span.queue.capacity")] == 100
+    finally:
+        processor.shutdown()
+
+
+def test_spans_lost_after_the_exporters_retries_are_counted_as_export_failed():
+    """A collector that is down: each batch the exporter gives up on is counted, not silent."""
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+    closed = f"127.0.0.1:{free_port()}"
+    exporter = grpc_span_exporter(endpoint=closed, insecure=True, timeout=1)
+    processor = SpanExportProcessor(
+        exporter, schedule_delay=60, max_queue_size=100, max_export_batch_size=10,
+        meter_provider=meters,
+    )  # fmt: skip
+    try:
+        for n in range(20):
+            processor.submit(_record(n))
+        processor.force_flush(10_000)
+        points = {
+            (point.attributes.get("error.type"), metric.name): point.value
+            for resource in reader.get_metrics_data().resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            for point in metric.data.data_points
+        }
+        assert points[("export_failed", "otel.sdk.processor.span.processed")] == 20
+        assert (None, "otel.sdk.processor.span.processed") not in points
+        assert processor.failed == 20 and processor.dropped == 0
     finally:
         processor.shutdown()
 

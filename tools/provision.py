@@ -75,6 +75,8 @@ class Command:
         return shutil.which(self.name) is not None
 
     def describe(self) -> str:
+        if not self.package:
+            return f"{self.name} ({self.why})"
         return f"{self.name} ({self.why}; Debian package {self.package})"
 
 
@@ -229,15 +231,24 @@ def redis(port: int = 6379) -> Service:
 PROMTOOL = Command("promtool", "prometheus", "checks the Prometheus config and alert rules")
 AMTOOL = Command("amtool", "prometheus-alertmanager", "checks the Alertmanager config")
 WRK = Command("wrk", "wrk", "the load generator of the web benchmarks")
+PROMETHEUS = Command("prometheus", "prometheus", "the stack's Prometheus server")
+ALERTMANAGER = Command(
+    "prometheus-alertmanager", "prometheus-alertmanager", "the stack's Alertmanager"
+)
+# Not from Debian (its golang-go is too old for the collector's modules): the machine's own.
+GO = Command("go", "", "builds otelcol-chatai and Jaeger; Go 1.26 or newer from go.dev")
 
 
 def needs(target: str, pg_port: int, redis_port: int) -> list[Command | Service]:
     """What ``./dev <target>`` needs. The demo needs none of it."""
     services: list[Command | Service] = [postgres(pg_port), redis(redis_port)]
+    stack: list[Command | Service] = [PROMETHEUS, ALERTMANAGER, GO]
     if target == "test":
-        return [*services, PROMTOOL, AMTOOL, WRK]
+        return [*services, PROMTOOL, AMTOOL, WRK, *stack]
     if target == "bench":
-        return [*services, WRK]
+        return [*services, WRK, *stack]
+    if target == "stack":
+        return stack
     return []
 
 
@@ -268,7 +279,9 @@ def apt_install(packages: list[str]) -> str | None:
 
 
 def report(missing: list[tuple[Command | Service, str]], target: str, why_not: str) -> None:
-    packages = sorted({need.package for need, problem in missing if problem in ABSENT})
+    packages = sorted(
+        {need.package for need, problem in missing if problem in ABSENT and need.package}
+    )
     lines = [f"dev: ./dev {target} cannot start; missing here:"]
     lines += [f"  - {need.describe()}: {problem}" for need, problem in missing]
     if packages:
@@ -284,8 +297,8 @@ def provision(target: str, pg_port: int, redis_port: int, install: bool = True) 
     to_install = [
         need
         for need in absent
-        if isinstance(need, Command) or not need.installed()  # a stopped service is started
-    ]
+        if need.package and (isinstance(need, Command) or not need.installed())
+    ]  # a stopped service is started, not installed
     why_not = can_install() if install else "checking only"
     if to_install and why_not is None:
         failure = apt_install(sorted({need.package for need in to_install}))
@@ -318,7 +331,7 @@ def provision(target: str, pg_port: int, redis_port: int, install: bool = True) 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("target", choices=["test", "bench", "demo"])
+    parser.add_argument("target", choices=["test", "bench", "demo", "stack"])
     parser.add_argument("--check", action="store_true", help="report only, install nothing")
     parser.add_argument("--postgres-port", type=int, default=5432)
     parser.add_argument("--redis-port", type=int, default=6379)

@@ -267,9 +267,12 @@ class BatchExportQueue(Generic[Item]):
             ok = False
         if ok:
             self.exported += len(batch)
+            self._metrics.processed(len(batch))
         else:
+            # lost after the exporter's retries: counted like a drop, so that a collector
+            # that is down shows as data lost (error.type=export_failed), not as silence
             self.failed += len(batch)
-        self._metrics.processed(len(batch))
+            self._metrics.dropped(len(batch), "export_failed")
 
     def _after_fork(self) -> None:
         self._queue = deque()

@@ -471,15 +471,16 @@ class Demo:
         if relayed:
             self.say(f"Telemetry: {delivered} to {self.settings.traces.endpoint}.")
             self.say(
-                "  Open Jaeger (http://localhost:16686 with `docker compose up`) to browse it."
+                "  Open Jaeger (http://localhost:16686 with `./dev stack up` or "
+                "`docker compose up`) to browse it."
             )
         else:
             rel = _relative(output)
             self.say(f"Telemetry: {delivered} in {rel}/ (OTLP/JSON, one request per line).")
             self.say(f"  chatai-otel view {rel}            the waterfall again, any trace")
             self.say(
-                "  docker compose up, then replay into Jaeger with the collector's otlpjsonfile "
-                "receiver (README: Replaying the demo)"
+                "  ./dev stack up (or docker compose up), then replay into Jaeger with "
+                "collector/replay.yaml (README: Replaying the demo)"
             )
         self.say(
             f"  app logs: {_relative(output)}/backend.log"

@@ -352,7 +352,7 @@ def run(stream: TextIO = sys.stdout, *, timeout: float = 2.0) -> int:
                 status = max(status, 1)
         if any(not result.ok for _s, result in probes):
             out(
-                "  -> start a collector (docker compose up), point OTEL_EXPORTER_OTLP_ENDPOINT at "
+                "  -> start a collector (./dev stack up or docker compose up), point OTEL_EXPORTER_OTLP_ENDPOINT at "
                 "one, or try `chatai-otel demo`, which writes OTLP/JSON files when none answers"
             )
     out()

@@ -21,6 +21,8 @@ SDK does by itself:
 from __future__ import annotations
 
 import atexit
+import functools
+import inspect
 import logging
 import os
 import platform
@@ -199,13 +201,30 @@ def _compression(settings: ExporterSettings, *, grpc: bool) -> Any:
     }[settings.compression]
 
 
-def _otlp_exporter(signal_name: Signal, settings: ExporterSettings) -> Any:
-    """An OTLP exporter for one signal, configured only from our validated settings."""
+@functools.cache
+def _exporters_take_a_meter_provider() -> bool:
+    """Whether this opentelemetry-exporter-otlp counts its own exports (newer releases)."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return "meter_provider" in inspect.signature(OTLPSpanExporter.__init__).parameters
+
+
+def _otlp_exporter(
+    signal_name: Signal, settings: ExporterSettings, meter_provider: MeterProvider | None = None
+) -> Any:
+    """An OTLP exporter for one signal, configured only from our validated settings.
+
+    With ``meter_provider`` the exporter can count its own exports
+    (``otel.sdk.exporter.<signal>.exported``) when the SDK's
+    ``OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED=true`` asks for it; what is lost after the
+    retries is counted by our processors in any case (``error.type=export_failed``)."""
     common: dict[str, Any] = {
         "endpoint": settings.endpoint,
         "headers": dict(settings.headers),
         "timeout": settings.timeout,
     }
+    if meter_provider is not None and _exporters_take_a_meter_provider():
+        common["meter_provider"] = meter_provider
     if settings.protocol == "grpc":
         common["insecure"] = settings.insecure
         common["compression"] = _compression(settings, grpc=True)
@@ -483,7 +502,7 @@ def build_telemetry(settings: Settings) -> Telemetry:
         # One queue for every span of the process: the SDK's spans arrive through on_end,
         # the cheap spans of chatai_otel.tracing (server, SQL) submit tuples directly.
         SpanExportProcessor(
-            _otlp_exporter("traces", settings.traces),
+            _otlp_exporter("traces", settings.traces, meter_provider),
             schedule_delay=batch.schedule_delay,
             max_queue_size=batch.max_queue_size,
             max_export_batch_size=batch.max_export_batch_size,
@@ -510,7 +529,7 @@ def build_telemetry(settings: Settings) -> Telemetry:
         # One queue for every log record of the process: chatai_otel.logs submits to it
         # directly, OTel Logs API records arrive through on_emit.
         LogExportProcessor(
-            _otlp_exporter("logs", settings.logs),
+            _otlp_exporter("logs", settings.logs, meter_provider),
             schedule_delay=batch.schedule_delay,
             max_queue_size=batch.max_queue_size,
             max_export_batch_size=batch.max_export_batch_size,
