@@ -9,6 +9,11 @@ Alternatives, each in its own fresh process, rounds interleaved:
 (d) stock   -- opentelemetry-instrumentation-logging's handler (SDK BatchLogRecordProcessor,
                OTLP/gRPC exporter) plus the seed's JSON file handler
 (e) as (c), but the lines come from a stdlib logger (how uvicorn, SQLAlchemy, httpx log)
+(h) as (b), with two keys bound by ``structlog.contextvars.bind_contextvars`` (merged on
+    every line)
+(i) as (b), after keys were bound by ``structlog.contextvars`` and cleared again (as after
+    a request whose middleware clears them): what a line pays when nothing is bound any more;
+    (b) itself is a process where structlog's contextvars were never used
 
 Diagnostics, not run by default (``--variants=bcfg``): (f) is (c) with the encoder replaced
 by a constant (records are queued and batches sent, nothing encoded), (g) is (c) encoding
@@ -42,6 +47,8 @@ VARIANTS = {
     "c": "chatai-otel JSON -> file + OTLP",
     "d": "stock instrumentation-logging + JSON file",
     "e": "chatai-otel, stdlib logger -> file + OTLP",
+    "h": "(b) with 2 structlog.contextvars bound",
+    "i": "(b) after structlog.contextvars were cleared",
     # diagnostics (--variants=bcfg): where (c)'s time goes
     "f": "(c) with the OTLP encoding skipped",
     "g": "(c) encoding, not sending",
@@ -120,6 +127,12 @@ def _child(variant: str, lines: int, path: str, endpoint: str) -> dict[str, Any]
         log = get_logger("bench")
         std = logging.getLogger("bench.std")
         context.bind(request_id="req-1")
+        if variant in ("h", "i"):
+            import structlog
+
+            structlog.contextvars.bind_contextvars(tenant="acme", job_id=7)
+            if variant == "i":
+                structlog.contextvars.clear_contextvars()
 
         if variant == "e":
 
@@ -213,7 +226,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="bench logging")
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--variants", default="abcde")
+    parser.add_argument("--variants", default="abcdehi")
     parser.add_argument("--child", choices=sorted(VARIANTS))
     parser.add_argument("--path", default="")
     parser.add_argument("--endpoint", default="")

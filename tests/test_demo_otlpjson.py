@@ -148,9 +148,10 @@ def test_the_replay_config_reads_what_the_demo_writes():
     import yaml
 
     from chatai_otel.otlpjson import FILE_NAMES
+    from collector_support import load_yaml
 
     root = Path(__file__).resolve().parents[1]
-    config = yaml.safe_load((root / "collector" / "replay.yaml").read_text())
+    config = load_yaml(root / "collector" / "replay.yaml")  # ${env:X:-default} -> default
     receiver = config["receivers"]["otlpjsonfile"]
     assert receiver["start_at"] == "beginning"
     for name in FILE_NAMES.values():
@@ -160,7 +161,6 @@ def test_the_replay_config_reads_what_the_demo_writes():
     compose = yaml.safe_load((root / "docker-compose.yml").read_text())
     host, _, port = config["exporters"]["otlp_grpc"]["endpoint"].partition(":")
     assert host in compose["services"] and port == "4317"
-    # the network name the README's docker run uses: <project name>_default
-    assert (
-        f"--network {compose['name']}_default" in (root / "collector" / "replay.yaml").read_text()
-    )
+    # its usage runs it as the compose collector service, in the compose network
+    assert "docker compose run --rm" in (root / "collector" / "replay.yaml").read_text()
+    assert "otel-collector --config=" in (root / "collector" / "replay.yaml").read_text()
