@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,19 +27,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from tools import binaries
+from tools.scaleout import (
+    GATEWAY_ADDRESSES,
+    Collector,
+    gateway_port,
+    hosts_entries,
+    remove_hosts_entry,
+    start_agent,
+    start_gateway,
+)
 
 from chatai_otel.receiver import OTLPReceiver
-from collector_support import COLLECTOR
 from conftest import APPS, free_port
 
 sys.path.insert(0, str(APPS))
 import trace_generator
 
-HOSTS = Path("/etc/hosts")
-GATEWAY_ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 TRACES = 10_000
 SPANS_PER_TRACE = 3
 BASELINE_SHARE = 0.10  # gateway.yaml's probabilistic policy
@@ -55,102 +58,6 @@ def wait_until(check: Any, timeout: float, every: float = 0.5) -> Any:
             return result
         time.sleep(every)
     raise AssertionError(f"not within {timeout} s; last result: {result!r}"[:2000])
-
-
-@contextlib.contextmanager
-def hosts_entries(name: str, addresses: tuple[str, ...]) -> Iterator[None]:
-    """``name`` resolving to ``addresses`` through /etc/hosts, removed again on the way out."""
-    assert os.access(HOSTS, os.W_OK), "the scale-out test edits /etc/hosts: run it as root"
-    original = HOSTS.read_text()
-    marker = f"# chatai-otel test {name}"
-    lines = "".join(f"{address} {name}  {marker}\n" for address in addresses)
-    HOSTS.write_text(original + ("" if original.endswith("\n") else "\n") + lines)
-    try:
-        yield
-    finally:
-        kept = [line for line in HOSTS.read_text().splitlines(True) if marker not in line]
-        HOSTS.write_text("".join(kept))
-
-
-def remove_hosts_entry(name: str, address: str) -> None:
-    kept = [
-        line
-        for line in HOSTS.read_text().splitlines(True)
-        if not (line.startswith(f"{address} {name} ") and "chatai-otel test" in line)
-    ]
-    HOSTS.write_text("".join(kept))
-
-
-def _port_free_on(port: int, addresses: tuple[str, ...]) -> bool:
-    for address in addresses:
-        with socket.socket() as sock:
-            try:
-                sock.bind((address, port))
-            except OSError:
-                return False
-    return True
-
-
-@dataclass
-class Collector:
-    name: str
-    process: subprocess.Popen[bytes]
-    health_port: int
-    telemetry_port: int
-    log: Path
-
-    def healthy(self) -> bool:
-        assert self.process.poll() is None, self.log.read_text()[-3000:]
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.health_port}/", timeout=1).is_success
-        except httpx.HTTPError:
-            return False
-
-    def telemetry(self) -> dict[str, float]:
-        """The collector's own metrics, summed by name."""
-        text = httpx.get(f"http://127.0.0.1:{self.telemetry_port}/metrics", timeout=5).text
-        sums: dict[str, float] = collections.defaultdict(float)
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.split("{")[0].split(" ")[0], line.rsplit(" ", 1)[1]
-                sums[name] += float(value)
-        return sums
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-
-def start_collector(
-    name: str, config: str, env: dict[str, str], tmp: Path, extra: tuple[str, ...] = ()
-) -> Collector:
-    health, telemetry = free_port(), free_port()
-    log = tmp / f"{name}.log"
-    closed = f"127.0.0.1:{free_port()}"
-    process = subprocess.Popen(
-        [str(binaries.build_otelcol()), "--config", str(COLLECTOR / config), *extra],
-        env={
-            **os.environ,
-            "OTELCOL_HEALTH_ENDPOINT": f"127.0.0.1:{health}",
-            "OTELCOL_ZPAGES_ENDPOINT": f"127.0.0.1:{free_port()}",
-            "OTELCOL_TELEMETRY_PORT": str(telemetry),
-            "OTELCOL_HOST_ROOT": "/",
-            # metrics and logs go nowhere here: this test is about the traces
-            "REMOTE_WRITE_URL": f"http://{closed}/api/v1/push",
-            "LOKI_OTLP_ENDPOINT": f"http://{closed}/otlp",
-            "OTELCOL_RETRY_ENABLED": "false",
-            "HOSTNAME": name,
-            **env,
-        },
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    return Collector(name, process, health, telemetry, log)
 
 
 @dataclass
@@ -225,39 +132,18 @@ def finish(processes: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
 def tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tier]:
     tmp = tmp_path_factory.mktemp("scaleout")
     hostname = f"chatai-otel-gateways-{uuid.uuid4().hex[:8]}.test"
-    port = next(p for p in iter(free_port, None) if _port_free_on(p, GATEWAY_ADDRESSES))
+    port = gateway_port(GATEWAY_ADDRESSES)
     with contextlib.ExitStack() as stack:
         stack.enter_context(hosts_entries(hostname, GATEWAY_ADDRESSES))
         receivers = [stack.enter_context(OTLPReceiver()) for _ in GATEWAY_ADDRESSES]
         gateways = [
-            start_collector(
-                f"gateway-{n}",
-                "gateway.yaml",
-                {
-                    "OTELCOL_OTLP_GRPC_ENDPOINT": f"{address}:{port}",
-                    "JAEGER_COLLECTOR_ENDPOINT": f"127.0.0.1:{receivers[n].grpc_port}",
-                },
-                tmp,
-            )
+            start_gateway(f"gateway-{n}", address, port, f"127.0.0.1:{receivers[n].grpc_port}", tmp)
             for n, address in enumerate(GATEWAY_ADDRESSES)
         ]
         agents, endpoints = [], []
         for n in range(2):
             grpc_port = free_port()
-            agents.append(
-                start_collector(
-                    f"agent-{n}",
-                    "agent-scaleout.yaml",
-                    {
-                        "OTELCOL_OTLP_GRPC_ENDPOINT": f"127.0.0.1:{grpc_port}",
-                        "OTELCOL_OTLP_HTTP_ENDPOINT": f"127.0.0.1:{free_port()}",
-                        "OTEL_GATEWAY_DNS_NAME": hostname,
-                        "OTEL_GATEWAY_PORT": str(port),
-                        "OTEL_GATEWAY_RESOLVE_INTERVAL": "1s",
-                    },
-                    tmp,
-                )
-            )
+            agents.append(start_agent(f"agent-{n}", grpc_port, hostname, port, tmp))
             endpoints.append(f"http://127.0.0.1:{grpc_port}")
         everyone = gateways + agents
         try:
