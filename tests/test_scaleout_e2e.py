@@ -39,7 +39,7 @@ from tools.scaleout import (
 )
 
 from chatai_otel.receiver import OTLPReceiver
-from conftest import APPS, free_port
+from conftest import APPS, free_port, wait_until
 
 sys.path.insert(0, str(APPS))
 import trace_generator
@@ -47,17 +47,6 @@ import trace_generator
 TRACES = 10_000
 SPANS_PER_TRACE = 3
 BASELINE_SHARE = 0.10  # gateway.yaml's probabilistic policy
-
-
-def wait_until(check: Any, timeout: float, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    result = None
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout} s; last result: {result!r}"[:2000])
 
 
 @dataclass

@@ -233,6 +233,17 @@ def _record(n: int):
             QUEUE_SCOPE, None)  # fmt: skip
 
 
+def _points(reader: InMemoryMetricReader) -> dict:
+    """(error.type, metric name) -> value of every point the reader holds."""
+    return {
+        (point.attributes.get("error.type"), metric.name): point.value
+        for resource in reader.get_metrics_data().resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points
+    }
+
+
 def test_full_queue_drops_counts_and_never_blocks(receiver):
     reader = InMemoryMetricReader()
     meters = MeterProvider(metric_readers=[reader])
@@ -250,13 +261,7 @@ def test_full_queue_drops_counts_and_never_blocks(receiver):
         assert processor.force_flush(10_000)
         spans = receiver.wait_for_spans(100, timeout=5)
         assert sorted(s.attributes["n"] for s in spans) == list(range(100))
-        points = {
-            (point.attributes.get("error.type"), metric.name): point.value
-            for resource in reader.get_metrics_data().resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-            for point in metric.data.data_points
-        }
+        points = _points(reader)
         assert points[("queue_full", "otel.sdk.processor.span.processed")] == 4900
         assert points[(None, "otel.sdk.processor.span.processed")] == 100
         assert points[(None, "otel.sdk.processor.span.queue.capacity")] == 100
@@ -278,13 +283,7 @@ def test_spans_lost_after_the_exporters_retries_are_counted_as_export_failed():
         for n in range(20):
             processor.submit(_record(n))
         processor.force_flush(10_000)
-        points = {
-            (point.attributes.get("error.type"), metric.name): point.value
-            for resource in reader.get_metrics_data().resource_metrics
-            for scope in resource.scope_metrics
-            for metric in scope.metrics
-            for point in metric.data.data_points
-        }
+        points = _points(reader)
         assert points[("export_failed", "otel.sdk.processor.span.processed")] == 20
         assert (None, "otel.sdk.processor.span.processed") not in points
         assert processor.failed == 20 and processor.dropped == 0

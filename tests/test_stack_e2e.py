@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,24 +47,12 @@ from collector_support import (
     promql_label_names,
     promql_metric_names,
 )
-from conftest import AppProcess, bin_path, free_port, telemetry_env
+from conftest import AppProcess, bin_path, free_port, telemetry_env, wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chatai"
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 SERVER, PRODUCER, CONSUMER = 2, 4, 5  # OTLP span kinds
 FAST_RULES = "chatai-alerts-fast.yml"
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.5) -> Any:
-    """``check()``'s first truthy result; AssertionError with the last one after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    result = None
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError(f"not within {timeout} s; last result: {result!r}"[:3000])
 
 
 def fast_rule_file(folder: Path) -> Path:
