@@ -106,7 +106,7 @@ def _child(variant: str, lines: int, path: str, endpoint: str) -> dict[str, Any]
                 "OTEL_SERVICE_NAME": "bench",
                 "OTEL_TRACES_EXPORTER": "none",
                 "OTEL_METRICS_EXPORTER": "none",
-                "OTEL_LOGS_EXPORTER": "none" if variant == "b" else "otlp",
+                "OTEL_LOGS_EXPORTER": "none" if variant in ("b", "h", "i") else "otlp",
                 "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                 "CHATAI_OTEL_LOG_STDOUT": "false",
