@@ -63,6 +63,7 @@ _fields: ContextVar[dict[str, Any]] = ContextVar("chatai_otel_context", default=
 F = TypeVar("F", bound=Callable[..., Any])
 
 _STRUCTLOG_PREFIX = structlog.contextvars.STRUCTLOG_KEY_PREFIX
+_STRUCTLOG_SKIP = len(_STRUCTLOG_PREFIX)
 # structlog's registry of its context variables ({"structlog_<key>": ContextVar}), filled
 # by its first bind_contextvars(): while it is empty nothing is bound. Not public API, so
 # when a structlog release lacks it every read takes the public (slower) get_contextvars().
@@ -80,12 +81,16 @@ def structlog_fields() -> dict[str, Any]:
         return structlog.contextvars.get_contextvars()
     if not registry:
         return _EMPTY
-    found: dict[str, Any] = {}
-    skip = len(_STRUCTLOG_PREFIX)
-    for name, var in tuple(registry.items()):  # a copy: another thread may bind a new key
-        value = var.get(Ellipsis)
-        if value is not Ellipsis:  # structlog marks an unbound key with Ellipsis
-            found[name[skip:]] = value
+    found: dict[str, Any] | None = None
+    try:
+        for name, var in registry.items():
+            value = var.get(Ellipsis)
+            if value is not Ellipsis:  # structlog marks an unbound key with Ellipsis
+                if found is None:
+                    found = {}
+                found[name[_STRUCTLOG_SKIP:]] = value
+    except RuntimeError:  # another thread bound a new key meanwhile: read again
+        return structlog_fields()
     return found or _EMPTY
 
 
