@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
+import httpx
 import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from tools.scaleout import (
     GATEWAY_ADDRESSES,
     Collector,
@@ -37,9 +40,11 @@ from tools.scaleout import (
     start_agent,
     start_gateway,
 )
+from tools.stack import Ports, Stack
 
 from chatai_otel.receiver import OTLPReceiver
-from conftest import APPS, free_port, wait_until
+from conftest import APPS, free_port, telemetry_env, wait_until
+from example_support import example_apps, run_workload
 
 sys.path.insert(0, str(APPS))
 import trace_generator
@@ -57,6 +62,7 @@ class Tier:
     agent_endpoints: list[str]
     hostname: str
     tmp: Path
+    jaeger: Stack
     failed_agent_sends_before: float = 0.0
     sent: dict[str, Any] = field(default_factory=dict)
 
@@ -124,7 +130,19 @@ def tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tier]:
     port = gateway_port(GATEWAY_ADDRESSES)
     with contextlib.ExitStack() as stack:
         stack.enter_context(hosts_entries(hostname, GATEWAY_ADDRESSES))
-        receivers = [stack.enter_context(OTLPReceiver()) for _ in GATEWAY_ADDRESSES]
+        jaeger = Stack(Ports.free(), tmp / "jaeger")
+        jaeger.start_jaeger()
+        stack.callback(jaeger.stop)
+        channel = grpc.insecure_channel(f"127.0.0.1:{jaeger.ports.jaeger_otlp_grpc}")
+        stack.callback(channel.close)
+        to_jaeger = trace_service_pb2_grpc.TraceServiceStub(channel)  # type: ignore[no-untyped-call]
+
+        def tap(signal_name: str, request: Any) -> None:
+            """Each gateway's own receiver, in front of Jaeger: counts, then passes on."""
+            if signal_name == "traces":
+                to_jaeger.Export(request, timeout=10)
+
+        receivers = [stack.enter_context(OTLPReceiver(on_request=tap)) for _ in GATEWAY_ADDRESSES]
         gateways = [
             start_gateway(f"gateway-{n}", address, port, f"127.0.0.1:{receivers[n].grpc_port}", tmp)
             for n, address in enumerate(GATEWAY_ADDRESSES)
@@ -137,7 +155,8 @@ def tier(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tier]:
         everyone = gateways + agents
         try:
             wait_until(lambda: all(c.healthy() for c in everyone), timeout=60)
-            yield Tier(gateways, receivers, agents, endpoints, hostname, tmp)
+            wait_until(lambda: jaeger.readiness()["jaeger"], timeout=60)
+            yield Tier(gateways, receivers, agents, endpoints, hostname, tmp, jaeger)
         finally:
             for collector in everyone[::-1]:
                 collector.stop()
@@ -187,6 +206,59 @@ def test_every_trace_is_whole_at_one_gateway_and_the_policies_keep_what_they_pro
         f"{kept_kinds['normal']} of {kinds['normal']} normal ({share:.2%}); per gateway "
         f"{dict(sorted(per_gateway.items()))}"
     )
+
+
+UPLOADS = 100  # P(no upload trace kept by the 10 % baseline) = 0.9^100, about 3e-5
+
+
+def test_the_example_backend_and_worker_traces_cross_the_tier_into_jaeger(
+    tier: Tier, tmp_path: Path
+) -> None:
+    """The backend sends through one agent, its worker through the other: an upload's trace
+    (request, queue, job) is kept or dropped whole at one gateway and is whole in Jaeger."""
+    before = [len(r.spans()) for r in tier.receivers]
+
+    def env(agent: int) -> dict[str, str]:
+        return {
+            **telemetry_env(None),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": tier.agent_endpoints[agent],
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        }
+
+    with example_apps(tmp_path, env(0), env(1)) as backend:
+        session = run_workload(backend.url)
+        for _ in range(UPLOADS):
+            session.upload()
+            session.wait_for_document()
+    tier.settled()
+    spans = [r.spans()[b:] for r, b in zip(tier.receivers, before, strict=True)]
+    by_trace: dict[str, set[int]] = collections.defaultdict(set)
+    services: dict[str, set[str]] = collections.defaultdict(set)
+    uploads = set()
+    for gateway, gateway_spans in enumerate(spans):
+        for span in gateway_spans:
+            by_trace[span.trace_id].add(gateway)
+            services[span.trace_id].add(span.resource.get("service.name"))
+            if span.attributes.get("http.route") == "/documents":
+                uploads.add(span.trace_id)
+    assert all(len(gateways) == 1 for gateways in by_trace.values())  # never split
+    crossing = [t for t in uploads if services[t] == {"chatai-backend", "chatai-worker"}]
+    assert crossing, f"no upload trace of {UPLOADS + 1} was kept with both services' spans"
+    for trace_id in crossing[:5]:
+        answer = httpx.get(f"{tier.jaeger.jaeger_url}/api/v3/traces/{trace_id}", timeout=10)
+        assert answer.status_code == 200, answer.text[:500]
+        document = answer.json()["result"]
+        found = {
+            a["value"]["stringValue"]: [s for ss in rs["scopeSpans"] for s in ss["spans"]]
+            for rs in document["resourceSpans"]
+            for a in rs["resource"]["attributes"]
+            if a["key"] == "service.name"
+        }
+        assert {"chatai-backend", "chatai-worker"} <= set(found)
+        ids = {s["spanId"] for group in found.values() for s in group}
+        for consumer in (s for s in found["chatai-worker"] if s.get("kind") == 5):
+            assert consumer["parentSpanId"] in ids  # the job's span hangs under the request's
+    print(f"{len(crossing)} upload traces kept, each whole at one gateway and in Jaeger")
 
 
 def test_a_gateway_killed_mid_run_loses_only_its_window_and_the_agents_move_on(

@@ -11,13 +11,12 @@ Prometheus' /api/v1, the webhook Alertmanager notifies.
 from __future__ import annotations
 
 import concurrent.futures
-import importlib
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,9 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-import redis
 import yaml
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -48,9 +45,8 @@ from collector_support import (
     promql_metric_names,
 )
 from conftest import AppProcess, bin_path, free_port, telemetry_env, wait_until
+from example_support import example_apps, run_workload
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chatai"
-DSN = "postgresql://postgres@127.0.0.1:5432/test"
 SERVER, PRODUCER, CONSUMER = 2, 4, 5  # OTLP span kinds
 FAST_RULES = "chatai-alerts-fast.yml"
 
@@ -146,8 +142,6 @@ def _app(args: list[str], env: dict[str, str], port: int | None, tmp: Path) -> A
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     tmp = tmp_path_factory.mktemp("stack")
-    run = uuid.uuid4().hex[:8]
-    schema, queue = f"chatai_stack_{run}", f"test:chatai:{run}:jobs"
     started_ns = time.time_ns()
     with OTLPReceiver() as loki:
         options = Options(
@@ -159,6 +153,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         )
         stack = Stack(Ports.free(), tmp / "stack", options)
         processes: list[AppProcess] = []
+        stack_context = contextlib.ExitStack()
         try:
             stack.start(timeout=90)
             env = {
@@ -166,31 +161,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
                 "OTEL_EXPORTER_OTLP_ENDPOINT": stack.otlp_grpc_endpoint,
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
             }
-            example_env = {
-                **env,
-                "PYTHONPATH": str(EXAMPLE),
-                "DATABASE_URL": DSN,
-                "DATABASE_SCHEMA": schema,
-                "REDIS_URL": "redis://127.0.0.1:6379/0",
-                "CHATAI_QUEUE": queue,
-                "CHATAI_RATE_LIMIT": "1000",
-            }
-            port = free_port()
-            backend = _app(
-                [bin_path("opentelemetry-instrument"), bin_path("uvicorn"), "chatai.main:app",
-                 "--port", str(port)],
-                {**example_env, "OTEL_SERVICE_NAME": "chatai-backend"}, port, tmp,
-            )  # fmt: skip
-            processes.append(backend)
-            backend.wait_ready("/health/live")
-            processes.append(
-                _app(
-                    [sys.executable, "-m", "chatai.worker"],
-                    {**example_env, "OTEL_SERVICE_NAME": "chatai-worker"},
-                    None,
-                    tmp,
-                )
-            )
+            backend = stack_context.enter_context(example_apps(tmp, env, env))
             apps: dict[str, AppProcess] = {}
             for name in ("faulty", "healthy"):
                 app_port = free_port()
@@ -201,13 +172,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
                 )  # fmt: skip
                 processes.append(apps[name])
                 apps[name].wait_ready("/ok")
-            sys.path.insert(0, str(EXAMPLE))
-            try:
-                workload = importlib.import_module("chatai.workload")
-            finally:
-                sys.path.remove(str(EXAMPLE))
-            report = workload.Workload(backend.url).run()
-            assert report.failures == [], report.failures
+            run_workload(backend.url)
             yield Running(stack, loki, backend, apps["faulty"], apps["healthy"], started_ns)
         finally:
             for process in processes[::-1]:
@@ -217,12 +182,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
                 except subprocess.TimeoutExpired:
                     pass
                 process.stop()
+            stack_context.close()
             stack.stop()
-            client = redis.Redis(host="127.0.0.1", port=6379)
-            client.delete(queue)
-            client.close()
-            with psycopg.connect(DSN, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 # --- the distribution ----------------------------------------------------------------------

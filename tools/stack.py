@@ -238,6 +238,11 @@ class Stack:
             "otelcol", [*prefix, str(self.otelcol), "--config", str(config)], self.collector_env()
         )
 
+    def start_jaeger(self) -> None:
+        """Jaeger alone, with collector/jaeger/config.yaml."""
+        config = COLLECTOR / "jaeger" / "config.yaml"
+        self._start("jaeger", [str(self.jaeger), "--config", str(config)], self.jaeger_env())
+
     def stop_collector(self, sig: int = signal.SIGTERM) -> None:
         process = self.processes.pop("otelcol", None)
         if process is not None:
@@ -261,8 +266,7 @@ class Stack:
                 "loki-standin",
                 [sys.executable, "-m", "chatai_otel.receiver", "--http-port", str(p.loki)],
             )
-        self._start("jaeger", [str(self.jaeger), "--config", str(COLLECTOR / "jaeger" / "config.yaml")],
-                    self.jaeger_env())  # fmt: skip
+        self.start_jaeger()
         self.start_collector()
         self._start(
             "alertmanager",
