@@ -17,7 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROVISION = ROOT / "tools" / "provision.py"
-TOOLS = {"promtool", "amtool", "wrk", "redis-server", "pg_ctlcluster", "pg_createcluster"}
+TOOLS = {
+    "promtool", "amtool", "wrk", "redis-server", "pg_ctlcluster", "pg_createcluster", "chromium",
+}  # fmt: skip
 
 
 def _path_without(tmp_path: Path, hidden: set[str]) -> str:
@@ -73,11 +75,12 @@ def test_without_the_tools_and_without_apt_it_lists_everything_missing_and_how_t
         "promtool (",
         "amtool (",
         "wrk (",
-        "install with: apt-get install postgresql prometheus prometheus-alertmanager "
+        "chromium (the real browser of the frontend tests; Debian package chromium)",
+        "install with: apt-get install chromium postgresql prometheus prometheus-alertmanager "
         "redis-server wrk  (no apt-get on PATH)",
     ):
         assert line in report, report
-    assert report.count("\n  - ") == 5, report
+    assert report.count("\n  - ") == 6, report
     assert "installing" not in report  # it tried nothing
 
 

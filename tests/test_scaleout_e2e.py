@@ -244,21 +244,35 @@ def test_the_example_backend_and_worker_traces_cross_the_tier_into_jaeger(
     assert all(len(gateways) == 1 for gateways in by_trace.values())  # never split
     crossing = [t for t in uploads if services[t] == {"chatai-backend", "chatai-worker"}]
     assert crossing, f"no upload trace of {UPLOADS + 1} was kept with both services' spans"
+    span_ids: dict[str, set[str]] = collections.defaultdict(set)
+    for gateway_spans in spans:
+        for span in gateway_spans:
+            span_ids[span.trace_id].add(span.span_id)
     for trace_id in crossing[:5]:
-        answer = httpx.get(f"{tier.jaeger.jaeger_url}/api/v3/traces/{trace_id}", timeout=10)
-        assert answer.status_code == 200, answer.text[:500]
-        document = answer.json()["result"]
-        found = {
-            a["value"]["stringValue"]: [s for ss in rs["scopeSpans"] for s in ss["spans"]]
-            for rs in document["resourceSpans"]
-            for a in rs["resource"]["attributes"]
-            if a["key"] == "service.name"
-        }
+        # Jaeger stores what it is sent asynchronously, one resourceSpans entry per batch
+        found = wait_until(lambda t=trace_id: jaeger_spans(tier, t, span_ids[t]), timeout=30)
         assert {"chatai-backend", "chatai-worker"} <= set(found)
         ids = {s["spanId"] for group in found.values() for s in group}
         for consumer in (s for s in found["chatai-worker"] if s.get("kind") == 5):
             assert consumer["parentSpanId"] in ids  # the job's span hangs under the request's
     print(f"{len(crossing)} upload traces kept, each whole at one gateway and in Jaeger")
+
+
+def jaeger_spans(tier: Tier, trace_id: str, expected: set[str]) -> dict[str, list[Any]] | None:
+    """The trace's spans in Jaeger by service, once all of ``expected`` span ids are there."""
+    answer = httpx.get(f"{tier.jaeger.jaeger_url}/api/v3/traces/{trace_id}", timeout=10)
+    if answer.status_code != 200:
+        return None
+    found: dict[str, list[Any]] = collections.defaultdict(list)
+    for resource_spans in answer.json()["result"]["resourceSpans"]:
+        service = next(
+            a["value"]["stringValue"]
+            for a in resource_spans["resource"]["attributes"]
+            if a["key"] == "service.name"
+        )
+        found[service] += [s for ss in resource_spans["scopeSpans"] for s in ss["spans"]]
+    ids = {s["spanId"] for group in found.values() for s in group}
+    return dict(found) if ids >= expected else None
 
 
 def test_a_gateway_killed_mid_run_loses_only_its_window_and_the_agents_move_on(

@@ -237,6 +237,10 @@ ALERTMANAGER = Command(
 )
 # Not from Debian (its golang-go is too old for the collector's modules): the machine's own.
 GO = Command("go", "", "builds otelcol-chatai and Jaeger; Go 1.26 or newer from go.dev")
+CHROMIUM = Command("chromium", "chromium", "the real browser of the frontend tests")
+# Debian's nodejs is older than Next.js 15 accepts: Node.js 20 or newer from nodejs.org.
+NODE = Command("node", "", "builds and drives the Next.js frontend; Node.js 20 or newer")
+NPM = Command("npm", "", "installs the frontend's packages from its lock file; comes with Node.js")
 
 
 def needs(target: str, pg_port: int, redis_port: int) -> list[Command | Service]:
@@ -244,7 +248,7 @@ def needs(target: str, pg_port: int, redis_port: int) -> list[Command | Service]
     services: list[Command | Service] = [postgres(pg_port), redis(redis_port)]
     stack: list[Command | Service] = [PROMETHEUS, ALERTMANAGER, GO]
     if target == "test":
-        return [*services, PROMTOOL, AMTOOL, WRK, *stack]
+        return [*services, PROMTOOL, AMTOOL, WRK, *stack, CHROMIUM, NODE, NPM]
     if target == "bench":
         return [*services, WRK, *stack]
     if target == "stack":

@@ -154,6 +154,11 @@ class Settings:
     store_flush_interval: float = 0.1  # seconds a small batch waits for company
     store_queue_size: int = 10_000  # records waiting for the journal or the writer
     store_create_tables: bool = False  # create missing tables at the first connection
+    # the browser telemetry tunnel (browser_tunnel.py)
+    browser_service_name: str = "chatai-frontend"  # forced on what browsers send
+    browser_max_body: int = 512 * 1024  # bytes per OTLP request as sent
+    browser_rate_limit: float = 5.0  # requests per second per client address
+    browser_burst: int = 20  # requests a client may send at once before the rate applies
 
     def exporter_for(self, signal: Signal) -> ExporterSettings:
         """The OTLP settings of one signal."""
@@ -578,6 +583,30 @@ def _store_settings(env: Mapping[str, str], service_name: str) -> dict[str, Any]
     return values
 
 
+def _browser_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "browser_service_name": _clean(env, "CHATAI_OTEL_BROWSER_SERVICE_NAME")
+        or "chatai-frontend",
+        "browser_max_body": _byte_size(
+            env, "CHATAI_OTEL_BROWSER_MAX_BODY", 512 * 1024, minimum=1024
+        ),
+        "browser_rate_limit": float(
+            _number(
+                env,
+                "CHATAI_OTEL_BROWSER_RATE_LIMIT",
+                5.0,
+                float,
+                minimum=0.0,
+                allow_zero=False,
+                unit=" (requests per second per client)",
+            )
+        ),
+        "browser_burst": _number(
+            env, "CHATAI_OTEL_BROWSER_BURST", 20, int, minimum=0, allow_zero=False
+        ),
+    }
+
+
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Read and validate the settings; ``overrides`` (field names of Settings) win over the environment."""
     env = os.environ if env is None else env
@@ -659,6 +688,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     )
     values.update(_event_settings(env))
     values.update(_store_settings(env, service_name))
+    values.update(_browser_settings(env))
     known = {f.name for f in dataclasses.fields(Settings)}
     unknown = set(overrides) - known
     if unknown:

@@ -134,3 +134,19 @@ BOT_UPDATE_DURATION: Final = "chatai.bot.update.duration"  # chatai_bot_update_d
 BOT_UPDATE_DURATION_UNIT: Final = "s"
 ATTR_UPDATE_TYPE: Final = "chatai.telegram.update_type"  # Telegram's fixed set: message, ...
 # ATTR_STATUS: "ok" | "error" | "unhandled" (no handler matched)
+
+# --- the browser telemetry tunnel (browser_tunnel.py) ------------------------------------
+
+BROWSER_TUNNEL_REQUESTS: Final = "chatai.browser.tunnel.requests"
+# chatai_browser_tunnel_requests_total
+BROWSER_TUNNEL_REQUESTS_UNIT: Final = "{request}"
+ATTR_TUNNEL_SIGNAL: Final = "chatai.tunnel.signal"  # traces | metrics | logs | unknown
+ATTR_TUNNEL_OUTCOME: Final = "chatai.tunnel.outcome"
+TUNNEL_OUTCOMES: Final = (
+    "accepted",
+    "too_large",
+    "rate_limited",
+    "unsupported_media_type",
+    "invalid",
+    "queue_full",
+)

@@ -40,6 +40,7 @@ from chatai_otel.logs import get_logger
 __all__ = ["bind_user", "enable_auto_instrumentation", "instrument_app", "request_id"]
 
 _OPTIONS_ATTR = "_chatai_otel_options"
+_EXTRA_EXCLUDED_ATTR = "_chatai_otel_excluded_paths"  # set by exclude_paths()
 
 
 def request_id() -> str | None:
@@ -240,7 +241,10 @@ def instrument_app(
         return app
     settings = _settings()
     options: dict[str, Any] = {
-        "excluded_urls": tuple(settings.excluded_urls if excluded_urls is None else excluded_urls),
+        "excluded_urls": (
+            *(settings.excluded_urls if excluded_urls is None else excluded_urls),
+            *getattr(app, _EXTRA_EXCLUDED_ATTR, ()),
+        ),
         "access_log": settings.access_log if access_log is None else access_log,
         "capture_headers": tuple(
             settings.capture_headers if capture_headers is None else capture_headers
@@ -264,6 +268,19 @@ def instrument_app(
 
         instrument_libraries()
     return app
+
+
+def exclude_paths(app: Any, patterns: list[str] | tuple[str, ...]) -> None:
+    """Keep ``patterns`` (a trailing ``*`` matches a prefix) out of ``app``'s request telemetry.
+
+    For what mounts itself under a path, like the browser tunnel; works before and after
+    :func:`instrument_app`, as long as the app has not served a request yet.
+    """
+    options = getattr(app, _OPTIONS_ATTR, None)
+    if options is not None:
+        options["excluded_urls"] = (*options["excluded_urls"], *patterns)
+    pending = getattr(app, _EXTRA_EXCLUDED_ATTR, ())
+    setattr(app, _EXTRA_EXCLUDED_ATTR, (*pending, *patterns))
 
 
 def _settings() -> Any:

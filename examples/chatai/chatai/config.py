@@ -15,6 +15,7 @@ class AppConfig:
     rate_limit: int  # messages per user per minute
     rate_limit_prefix: str  # of the Redis keys counting them
     signup_credit: float  # balance a new user starts with
+    frontend_origins: list[str]  # browser origins allowed by CORS (the Next.js frontend)
 
 
 def _async_url(url: str) -> str:
@@ -36,6 +37,13 @@ def load() -> AppConfig:
         rate_limit=int(os.environ.get("CHATAI_RATE_LIMIT", "30")),
         rate_limit_prefix=os.environ.get("CHATAI_RATE_LIMIT_PREFIX", "chatai:rl"),
         signup_credit=float(os.environ.get("CHATAI_SIGNUP_CREDIT", "0")),
+        frontend_origins=[
+            origin.strip()
+            for origin in os.environ.get(
+                "CHATAI_FRONTEND_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000"
+            ).split(",")
+            if origin.strip()
+        ],
     )
 
 

@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, UploadFile
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -42,6 +43,7 @@ from chatai_otel import (
     instrument_app,
     track_error,
 )
+from chatai_otel.browser_tunnel import mount_browser_tunnel
 from chatai_otel.web import request_id
 
 log = get_logger("chatai.api")
@@ -92,6 +94,18 @@ async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
 app = FastAPI(title="ChatAI example", lifespan=lifespan)
 instrument_app(app)
 app.include_router(health_router(checker))
+# The frontend (examples/frontend) runs on its own origin: its fetches carry traceparent
+# (so this backend's server spans are children of the browser's), and its OTLP exporters
+# post to the tunnel below rather than to the collector.
+app.add_middleware(
+    CORSMiddleware,
+    allow_origins=config.frontend_origins,
+    allow_methods=["*"],
+    allow_headers=["authorization", "content-type", "traceparent", "tracestate", "x-request-id"],
+    expose_headers=["x-request-id"],
+    max_age=600,
+)
+mount_browser_tunnel(app)  # POST /otlp/v1/{traces,logs,metrics}
 
 CurrentUser = Annotated[User, Depends(current_user)]
 
