@@ -260,6 +260,7 @@ def test_compose_has_the_whole_stack_with_pinned_images_and_healthchecks() -> No
         "redis",
         "backend",
         "worker",
+        "frontend",
     } <= set(services)
     images = {name: service.get("image", "") for name, service in services.items()}
     # our distribution, built from the manifest the tests build and run, tagged with its release
@@ -291,6 +292,17 @@ def test_compose_has_the_whole_stack_with_pinned_images_and_healthchecks() -> No
                 assert "healthcheck" in services[dependency], f"{name} waits on {dependency}"
     assert services["worker"]["depends_on"]["backend"]["condition"] == "service_healthy"
     assert services["backend"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # the frontend: its Dockerfile's base images pinned, what it copies there, its origin allowed
+    context = ROOT / services["frontend"]["build"]["context"]
+    dockerfile = (context / services["frontend"]["build"]["dockerfile"]).read_text()
+    for base in re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE):
+        assert re.search(r":\d+\.\d+", base), f"frontend: pin {base}"
+    for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.MULTILINE):
+        for source in copied.split():
+            assert (context / source).exists(), source
+    published = services["frontend"]["ports"][0].split(":")[0]
+    origins = services["backend"]["environment"]["CHATAI_FRONTEND_ORIGINS"]
+    assert f"http://localhost:{published}" in origins.split(",")
 
 
 def test_compose_mounts_files_that_exist_and_the_configs_the_services_read() -> None:

@@ -31,7 +31,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from tools import binaries
+from tools import binaries, frontend
 from tools.stack import Options, Ports, Stack, read_alerts
 
 from chatai_otel.receiver import OTLPReceiver
@@ -139,6 +139,16 @@ def _app(args: list[str], env: dict[str, str], port: int | None, tmp: Path) -> A
     return AppProcess(args, env, port, tmp)
 
 
+BROWSER_STEPS = [
+    {"action": "goto"},
+    {"action": "login", "email": "stack-browser@example.com", "password": "browser-pass-1"},
+    {"action": "openDialog"},
+    {"action": "send", "text": "hello from the browser"},
+    {"action": "throw", "message": "an error in the page"},
+    {"action": "flush"},
+]
+
+
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     tmp = tmp_path_factory.mktemp("stack")
@@ -156,12 +166,18 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         stack_context = contextlib.ExitStack()
         try:
             stack.start(timeout=90)
+            page_port = free_port()
             env = {
                 **telemetry_env(None),
                 "OTEL_EXPORTER_OTLP_ENDPOINT": stack.otlp_grpc_endpoint,
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "CHATAI_FRONTEND_ORIGINS": f"http://127.0.0.1:{page_port}",
+                "CHATAI_SIGNUP_CREDIT": "1",
             }
             backend = stack_context.enter_context(example_apps(tmp, env, env))
+            page = stack_context.enter_context(
+                frontend.FrontendServer(frontend.build(), backend.url, port=page_port)
+            )
             apps: dict[str, AppProcess] = {}
             for name in ("faulty", "healthy"):
                 app_port = free_port()
@@ -173,6 +189,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
                 processes.append(apps[name])
                 apps[name].wait_ready("/ok")
             run_workload(backend.url)
+            frontend.drive(page.url, BROWSER_STEPS)  # page loads, a chat, an error in the page
             yield Running(stack, loki, backend, apps["faulty"], apps["healthy"], started_ns)
         finally:
             for process in processes[::-1]:
@@ -352,6 +369,54 @@ def test_every_metric_and_label_of_the_rules_and_the_dashboard_is_in_the_real_sc
             )
             used_here = {label for label in labels if label in present}
             assert used_here or not present, (name, labels, present)
+
+
+def test_the_dashboards_frontend_panels_have_data_from_a_real_browser(running: Running) -> None:
+    """Page loads, the page's error and the latency share, from Chromium through the backend's
+    tunnel, the collector's spanmetrics and Prometheus, with the dashboard's own queries."""
+    dashboard = json.loads(
+        (COLLECTOR / "grafana" / "dashboards" / "chatai-overview.json").read_text()
+    )
+    panels = {p["title"]: p for p in dashboard["panels"] if p["id"] in (20, 21, 22, 23)}
+    assert len(panels) == 4
+
+    def value(title: str, ref: str = "A") -> float | None:
+        target = next(t for t in panels[title]["targets"] if t["refId"] == ref)
+        expr = grafana_to_promql(target["expr"]).replace("[1m]", "[5m]")
+        result = running.prometheus(expr)
+        return float(result[0]["value"][1]) if result else None
+
+    wait_until(lambda: (v := value("Page loads/s")) is not None and v > 0, timeout=45)
+    wait_until(lambda: (v := value("Frontend errors/s")) is not None and v > 0, timeout=45)
+    assert (value("Page load p95") or 0) > 0
+    share = value("Frontend's share of request latency")
+    assert share is not None and 0 <= share <= 1
+    accepted = running.prometheus(
+        'chatai_browser_tunnel_requests_total{chatai_tunnel_outcome="accepted"}'
+    )
+    assert accepted and {s["metric"]["job"] for s in accepted} == {"chatai-backend"}
+
+
+def test_the_collector_accepts_browser_posts_from_the_frontend_origin_only(
+    running: Running,
+) -> None:
+    """The documented alternative to the tunnel: the OTLP/HTTP receiver's CORS block."""
+    url = f"http://127.0.0.1:{running.stack.ports.otlp_http}/v1/traces"
+
+    def preflight(origin: str) -> httpx.Response:
+        return httpx.options(
+            url,
+            headers={
+                "origin": origin,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type,traceparent",
+            },
+            timeout=5,
+        )
+
+    allowed = preflight("http://localhost:3001")
+    assert allowed.headers.get("access-control-allow-origin") == "http://localhost:3001"
+    assert "access-control-allow-origin" not in preflight("http://evil.example").headers
 
 
 def _collector_telemetry_names(config: str, env: dict[str, str], tmp: Path) -> set[str]:

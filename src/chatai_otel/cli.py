@@ -20,6 +20,7 @@ def demo(args: argparse.Namespace) -> int:
         redis=redis,
         traces=args.traces,
         example=Path(args.example) if args.example else None,
+        browser=args.browser,
     )
     return run(options)
 
@@ -110,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo_parser.add_argument("--traces", type=int, default=4, help="waterfalls to show")
     demo_parser.add_argument("--example", help="the examples/chatai directory")
+    demo_parser.add_argument(
+        "--browser",
+        action="store_true",
+        help="first click through the Next.js frontend in headless Chromium (needs Node.js)",
+    )
     demo_parser.set_defaults(run=demo)
     store_parser = commands.add_parser("store", help="the durable event and error store")
     store_commands = store_parser.add_subparsers(dest="store_command", required=True)

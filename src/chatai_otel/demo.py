@@ -12,7 +12,12 @@
 3. :mod:`chatai.workload` drives every feature, with a validation error, a
    wrong password, a forbidden action, a slow answer and a CRITICAL error whose
    alert goes to a webhook receiver started here.
-4. The apps stop (SIGTERM: they flush), and the terminal shows a waterfall of a
+4. With ``--browser`` (Node.js and Debian's Chromium present), the example frontend
+   (``examples/frontend``, a Next.js static export) is served here first and its first steps
+   (log in, open a dialog, send a message, upload a document) are clicked through in headless
+   Chromium: the browser's telemetry goes through the backend's tunnel, and the upload's
+   trace runs ``chatai-frontend -> chatai-backend -> chatai-worker``.
+5. The apps stop (SIGTERM: they flush), and the terminal shows a waterfall of a
    few traces and a table of the metrics.
 """
 
@@ -54,6 +59,7 @@ class DemoOptions:
     redis: str = "auto"  # auto | off | a redis:// URL
     traces: int = 4
     example: Path | None = None
+    browser: bool = False  # the frontend's first steps in headless Chromium first
     stream: TextIO = field(default_factory=lambda: sys.stdout)
 
 
@@ -278,6 +284,11 @@ class Demo:
                 }
             )
             port = _free_port()
+            browser = self._browser_tools() if self.options.browser else None
+            page_port = _free_port()
+            if browser is not None:
+                env["CHATAI_FRONTEND_ORIGINS"] = f"http://127.0.0.1:{page_port}"
+                env.setdefault("CHATAI_SIGNUP_CREDIT", "1")  # the browser's user can chat
             self.say(
                 "  starting the backend: opentelemetry-instrument uvicorn chatai.main:app"
                 + (f"; the worker on Redis list {queue}" if redis_url else "")
@@ -319,6 +330,8 @@ class Demo:
                 )
                 self.wait_until("worker", lambda path: b"WORKER-READY" in path.read_bytes(), 60)
 
+            if browser is not None:
+                self._click_through(browser, base, page_port)
             self.say("  running the workload:")
             report = self._workload(base)
             alerted = inbox.wait(1, 10.0)
@@ -338,6 +351,57 @@ class Demo:
         self.say(style.dim(f"demo finished in {took:.1f} s"))
         problems = list(report.failures) + ([] if alerted else ["no alert reached the webhook"])
         return 1 if problems else 0
+
+    def _browser_tools(self) -> Any:
+        """``tools/frontend.py`` of the source tree, or None (and why) when it cannot run."""
+        tools = self.example.parents[1] / "tools" / "frontend.py"
+        missing = [
+            what
+            for what, there in (
+                ("Node.js (node, npm)", shutil.which("node") and shutil.which("npm")),
+                ("Chromium (/usr/bin/chromium)", Path("/usr/bin/chromium").exists()),
+                (f"the frontend's tools ({tools})", tools.is_file()),
+            )
+            if not there
+        ]
+        if missing:
+            self.say(self.style.red(f"  --browser: skipped, missing {', '.join(missing)}"))
+            return None
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("chatai_frontend_tools", tools)
+        if spec is None or spec.loader is None:
+            return None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        self.say("  building the frontend (examples/frontend; cached after the first time)")
+        try:
+            module.build()
+        except Exception as error:  # a failed npm ci or next build: say it, run the rest
+            self.say(self.style.red(f"  --browser: skipped, {_first_line(str(error))}"))
+            return None
+        return module
+
+    def _click_through(self, tools: Any, backend: str, port: int) -> None:
+        """The workload's first steps done by clicking through the page in headless Chromium."""
+        steps = [
+            {"action": "goto"},
+            {"action": "login", "email": "browser@example.com", "password": "browser-pass-1"},
+            {"action": "openDialog"},
+            {"action": "send", "text": "Hello from the browser"},
+            {"action": "upload", "name": "browser-notes.txt"},
+            {"action": "flush"},
+        ]
+        with tools.FrontendServer(tools.build(), backend, port=port) as page:
+            self.say(f"  the frontend on {page.url}: clicking through it in headless Chromium")
+            try:
+                seen = tools.drive(page.url, steps)
+            except Exception as error:
+                self.say(self.style.red(f"  browser steps failed: {_first_line(str(error))}"))
+                return
+        for status in seen.get("statuses", []):
+            self.say(f"    {status}")
+        time.sleep(1.0)  # the upload's job runs in the worker meanwhile
 
     def _redis_url(self) -> str | None:
         choice = self.options.redis

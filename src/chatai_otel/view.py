@@ -243,6 +243,7 @@ def pick_traces(spans: Iterable[ReceivedSpan], limit: int = 4) -> list[Trace]:
             names.add(trace.root.name)
             count -= 1
 
+    take([t for t in traces if len(t.services) > 2])  # e.g. browser -> backend -> worker
     take([t for t in traces if t.has_ai])
     take([t for t in traces if len(t.services) > 1], 2)
     take([t for t in traces if t.failed and t.root.status_code == STATUS_ERROR])
