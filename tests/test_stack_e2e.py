@@ -189,7 +189,11 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
                 processes.append(apps[name])
                 apps[name].wait_ready("/ok")
             run_workload(backend.url)
-            frontend.drive(page.url, BROWSER_STEPS)  # page loads, a chat, an error in the page
+            # page loads, a chat, an error in the page; twice, some seconds apart, so that the
+            # counters the dashboard rates have grown after their first sample
+            frontend.drive(page.url, BROWSER_STEPS)
+            time.sleep(4)
+            frontend.drive(page.url, BROWSER_STEPS)
             yield Running(stack, loki, backend, apps["faulty"], apps["healthy"], started_ns)
         finally:
             for process in processes[::-1]:
