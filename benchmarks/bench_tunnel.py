@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_web import VENV_BIN, _free_port, _taskset, run_wrk
+from benchmarks.bench_web import VENV_BIN, _free_port, _taskset, run_wrk, wait_ready
 from benchmarks.receiver_process import receiver_counts, receiver_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,8 +36,9 @@ RATES = (0, 20, 100)  # browser export requests per second posted beside the loa
 SPANS_PER_REQUEST = 30
 
 
-def browser_request(index: int, spans: int = SPANS_PER_REQUEST) -> Any:
-    """An export request like a page's batch: fetch and document-load spans with URLs."""
+def browser_request(index: int, spans: int = SPANS_PER_REQUEST, distinct: bool = False) -> Any:
+    """An export request like a page's batch: fetch spans with URLs, the same ones in every
+    request (pages fetch the same routes), or with ``distinct`` a URL of its own per span."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
@@ -63,7 +64,8 @@ def browser_request(index: int, spans: int = SPANS_PER_REQUEST) -> Any:
         span.end_time_unix_nano = span.start_time_unix_nano + 50_000_000
         span.attributes.extend(
             [kv("http.request.method", "POST"),
-             kv("url.full", f"http://127.0.0.1:8000/dialogs/{n}/messages?page=2"),
+             kv("url.full", f"http://127.0.0.1:8000/dialogs/{index * spans * distinct + n}"
+                            "/messages?page=2"),
              kv("http.response.status_code", "200"), kv("user_agent.original", "Mozilla/5.0")]
         )  # fmt: skip
         event = span.events.add()
@@ -95,17 +97,24 @@ def _post(url: str, rate: float, seconds: float) -> None:
 
 
 def _micro(rounds: int = 15, requests: int = 50) -> dict[str, float]:
-    """µs per span for decode + rewrite, protobuf and JSON (median of ``rounds``)."""
+    """µs per span for decode + rewrite, protobuf and JSON (median of ``rounds``); URLs
+    repeated across requests as pages repeat them, and all distinct (the worst case)."""
     from chatai_otel import otlpjson
     from chatai_otel.browser_tunnel import decode_request, rewrite_request
 
-    proto = [browser_request(i + 1).SerializeToString() for i in range(requests)]
-    as_json = [otlpjson.encode(browser_request(i + 1)).encode() for i in range(requests)]
+    def bodies_of(distinct: bool, encode: Any) -> list[bytes]:
+        return [encode(browser_request(i + 1, distinct=distinct)) for i in range(requests)]
+
+    def as_json(request: Any) -> bytes:
+        return otlpjson.encode(request).encode()
+
     result = {}
     for name, bodies, media in (
-        ("protobuf", proto, "application/x-protobuf"),
-        ("json", as_json, "application/json"),
-    ):
+        ("protobuf", bodies_of(False, lambda r: r.SerializeToString()), "application/x-protobuf"),
+        ("json", bodies_of(False, as_json), "application/json"),
+        ("protobuf, distinct URLs", bodies_of(True, lambda r: r.SerializeToString()),
+         "application/x-protobuf"),
+    ):  # fmt: skip
         times = []
         for _ in range(rounds):
             started = time.process_time()
@@ -147,7 +156,7 @@ def main(argv: list[str]) -> None:
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait(url + "/ping", server)
+            wait_ready(url, server, path="/ping")
             run_wrk(url + "/ping", 2, args.connections)  # warm-up
             before = receiver_counts(ports)["spans"]
             for _round in range(args.rounds):
@@ -173,21 +182,6 @@ def main(argv: list[str]) -> None:
             server.terminate()
             server.wait(20)
     _table(results, answered, arrived, _micro(), args)
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("server not ready")
 
 
 def _table(
@@ -222,8 +216,8 @@ def _table(
         f"completed requests) + {arrived - pings:,} browser spans, of {accepted:,} accepted (200)"
     )
     print(
-        f"decode + rewrite (service.name forced, every value scrubbed), CPU µs per browser span: "
-        f"protobuf {micro['protobuf']:.2f}, JSON {micro['json']:.2f}"
+        "decode + rewrite (service.name forced, every value scrubbed), CPU µs per browser span: "
+        + ", ".join(f"{name} {value:.2f}" for name, value in micro.items())
     )
 
 

@@ -208,13 +208,16 @@ def _server_env(arm: str, ports: dict[str, int], db_url: str, table: str) -> dic
     return env
 
 
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+def wait_ready(
+    url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0, path: str = "/chat"
+) -> None:
+    """Until ``url + path`` answers 200; RuntimeError when the server exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
         try:
-            with urllib.request.urlopen(url + "/chat", timeout=1) as answer:
+            with urllib.request.urlopen(url + path, timeout=1) as answer:
                 if answer.status == 200:
                     return
         except OSError:
@@ -428,7 +431,7 @@ def _server(
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_ready(f"http://127.0.0.1:{port}", proc)
+            wait_ready(f"http://127.0.0.1:{port}", proc)
             yield port, proc
         finally:
             _stop(proc)

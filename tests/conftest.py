@@ -47,6 +47,14 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, every: float = 0
     raise AssertionError(f"not within {timeout} s; last result: {result!r}"[:3000])
 
 
+def cors_preflight(url: str, origin: str, request_headers: str = "") -> httpx.Response:
+    """A browser's CORS preflight for a POST to ``url`` from ``origin``."""
+    headers = {"origin": origin, "access-control-request-method": "POST"}
+    if request_headers:
+        headers["access-control-request-headers"] = request_headers
+    return httpx.options(url, headers=headers, timeout=5)
+
+
 def telemetry_env(
     receiver: OTLPReceiver | None, protocol: str = "grpc", **extra: str
 ) -> dict[str, str]:

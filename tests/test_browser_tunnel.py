@@ -20,7 +20,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from chatai_otel import otlpjson
 from chatai_otel.browser_tunnel import TokenBuckets, rewrite_request, unpack
 from chatai_otel.receiver import OTLPReceiver, attributes_of
-from conftest import AppProcess, bin_path, free_port, telemetry_env, wait_until
+from conftest import AppProcess, bin_path, cors_preflight, free_port, telemetry_env, wait_until
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chatai"
 FRONTEND_ORIGIN = "http://127.0.0.1:3000"
@@ -220,35 +220,22 @@ def test_the_tunnel_answers_415_413_400_and_429_and_the_backend_keeps_answering(
 def test_cors_lets_the_frontend_origin_send_traceparent_and_read_the_request_id(
     backend: AppProcess,
 ) -> None:
-    preflight = httpx.options(
+    preflight = cors_preflight(
         f"{backend.url}/dialogs",
-        headers={
-            "origin": FRONTEND_ORIGIN,
-            "access-control-request-method": "POST",
-            "access-control-request-headers": "authorization,content-type,traceparent,tracestate,x-request-id",
-        },
+        FRONTEND_ORIGIN,
+        "authorization,content-type,traceparent,tracestate,x-request-id",
     )
     assert preflight.status_code == 200, preflight.text
     assert preflight.headers["access-control-allow-origin"] == FRONTEND_ORIGIN
     allowed = preflight.headers["access-control-allow-headers"].lower()
     for header in ("traceparent", "tracestate", "x-request-id"):
         assert header in allowed
-    tunnel = httpx.options(
-        f"{backend.url}/otlp/v1/traces",
-        headers={
-            "origin": FRONTEND_ORIGIN,
-            "access-control-request-method": "POST",
-            "access-control-request-headers": "content-type",
-        },
-    )
+    tunnel = cors_preflight(f"{backend.url}/otlp/v1/traces", FRONTEND_ORIGIN, "content-type")
     assert tunnel.status_code == 200
     answer = httpx.get(f"{backend.url}/", headers={"origin": FRONTEND_ORIGIN})
     assert "x-request-id" in answer.headers["access-control-expose-headers"].lower()
     assert answer.headers["x-request-id"]
-    refused = httpx.options(
-        f"{backend.url}/dialogs",
-        headers={"origin": "http://evil.example", "access-control-request-method": "POST"},
-    )
+    refused = cors_preflight(f"{backend.url}/dialogs", "http://evil.example")
     assert "access-control-allow-origin" not in refused.headers
 
 

@@ -44,7 +44,7 @@ from collector_support import (
     promql_label_names,
     promql_metric_names,
 )
-from conftest import AppProcess, bin_path, free_port, telemetry_env, wait_until
+from conftest import AppProcess, bin_path, cors_preflight, free_port, telemetry_env, wait_until
 from example_support import example_apps, run_workload
 
 SERVER, PRODUCER, CONSUMER = 2, 4, 5  # OTLP span kinds
@@ -407,20 +407,10 @@ def test_the_collector_accepts_browser_posts_from_the_frontend_origin_only(
     """The documented alternative to the tunnel: the OTLP/HTTP receiver's CORS block."""
     url = f"http://127.0.0.1:{running.stack.ports.otlp_http}/v1/traces"
 
-    def preflight(origin: str) -> httpx.Response:
-        return httpx.options(
-            url,
-            headers={
-                "origin": origin,
-                "access-control-request-method": "POST",
-                "access-control-request-headers": "content-type,traceparent",
-            },
-            timeout=5,
-        )
-
-    allowed = preflight("http://localhost:3001")
+    allowed = cors_preflight(url, "http://localhost:3001", "content-type,traceparent")
     assert allowed.headers.get("access-control-allow-origin") == "http://localhost:3001"
-    assert "access-control-allow-origin" not in preflight("http://evil.example").headers
+    refused = cors_preflight(url, "http://evil.example", "content-type,traceparent")
+    assert "access-control-allow-origin" not in refused.headers
 
 
 def _collector_telemetry_names(config: str, env: dict[str, str], tmp: Path) -> set[str]:
