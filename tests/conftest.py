@@ -16,10 +16,20 @@ import httpx
 import pytest
 
 from chatai_otel.receiver import OTLPReceiver
+from logs_support import make_pipeline  # noqa: F401  (a fixture, for test_logs*.py)
 
 TESTS = Path(__file__).parent
 APPS = TESTS / "apps"
 VENV_BIN = Path(sys.executable).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``unit`` on every test not marked ``e2e``: ``./dev test -m unit`` is the quick loop (in
+    this process, with the real receiver, PostgreSQL and Redis); ``e2e`` tests start other
+    processes (apps, servers, builds, a browser)."""
+    for item in items:
+        if item.get_closest_marker("e2e") is None:
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture
@@ -45,6 +55,16 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, every: float = 0
             return result
         time.sleep(every)
     raise AssertionError(f"not within {timeout} s; last result: {result!r}"[:3000])
+
+
+def drop_table(table: str) -> None:
+    """Drop one table of the test database (PostgreSQL on loopback), if it is there."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    engine.dispose()
 
 
 def cors_preflight(url: str, origin: str, request_headers: str = "") -> httpx.Response:

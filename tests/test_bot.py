@@ -19,6 +19,8 @@ import pytest
 from chatai_otel.receiver import OTLPReceiver
 from conftest import APPS, telemetry_env
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chatai"
 SERVER, INTERNAL, CLIENT = 2, 1, 3
 

@@ -22,6 +22,8 @@ from chatai_otel.browser_tunnel import TokenBuckets, rewrite_request, unpack
 from chatai_otel.receiver import OTLPReceiver, attributes_of
 from conftest import AppProcess, bin_path, cors_preflight, free_port, telemetry_env, wait_until
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chatai"
 FRONTEND_ORIGIN = "http://127.0.0.1:3000"
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI3In0.c2lnbmF0dXJlLW9mLXRoZS1qd3Q"

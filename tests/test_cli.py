@@ -6,8 +6,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from chatai_otel.doctor import mask_env, mask_url
 from conftest import bin_path, free_port
+
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 
 SECRET = "s3cr3t-value-do-not-print"
 

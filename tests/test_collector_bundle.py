@@ -32,6 +32,8 @@ from collector_support import (
 )
 from conftest import VENV_BIN
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 COMPOSE = ROOT / "docker-compose.yml"
 PROMETHEUS_YML = COLLECTOR / "prometheus" / "prometheus.yml"
 RULES = COLLECTOR / "prometheus" / "rules" / "chatai-alerts.yml"

@@ -10,6 +10,8 @@ import pytest
 from chatai_otel.config import ConfigError, load_settings
 from conftest import bin_path, telemetry_env
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 BAD_VALUES = [
     ("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon", "grpc or http/protobuf"),
     ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json", "http/protobuf"),

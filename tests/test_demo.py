@@ -35,6 +35,8 @@ from chatai_otel.receiver import OTLPReceiver, ReceivedSpan
 from chatai_otel.view import Collected, group_traces
 from conftest import bin_path, free_port
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 ROOT = Path(__file__).resolve().parents[1]
 ROTEL_AGENT = Path(rotel.__file__).parent / "rotel-agent"
 SERVER, CONSUMER, PRODUCER = 2, 5, 4

@@ -8,9 +8,13 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from chatai_otel import otlpjson
 from chatai_otel.view import Collected, group_traces
 from conftest import bin_path, free_port
+
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 
 
 def test_demo_browser_shows_one_trace_from_the_browser_through_the_backend_to_the_worker(

@@ -21,6 +21,8 @@ import redis
 from chatai_otel.receiver import OTLPReceiver
 from conftest import AppProcess, bin_path, free_port, telemetry_env
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chatai"
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 SERVER, CONSUMER = 2, 5

@@ -15,6 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 ROOT = Path(__file__).resolve().parents[1]
 PROVISION = ROOT / "tools" / "provision.py"
 TOOLS = {

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from chatai_otel import ErrorCategory, ErrorSeverity, track_error
 from chatai_otel import metric_names as names
 from chatai_otel.errors import ErrorReport, error_tracker, fingerprint
-from test_events import last_points, run_scenario, stdout_lines
+from events_support import last_points, run_scenario, stdout_lines
+
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 
 ERROR = 2  # StatusCode.ERROR in OTLP
 

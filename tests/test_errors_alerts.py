@@ -20,7 +20,9 @@ import pytest
 
 from chatai_otel.alerts import AlertNotifier
 from conftest import APPS, telemetry_env
-from test_events import last_points, run_scenario, stdout_lines
+from events_support import last_points, run_scenario, stdout_lines
+
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 
 
 class Webhook:

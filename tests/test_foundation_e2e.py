@@ -11,9 +11,12 @@ import textwrap
 import time
 
 import httpx
+import pytest
 
 from chatai_otel.receiver import OTLPReceiver, ReceivedSpan
 from conftest import APPS, bin_path, free_port, telemetry_env
+
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 
 SERVER = 2  # SpanKind.SERVER in OTLP
 

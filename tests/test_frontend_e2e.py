@@ -17,6 +17,8 @@ from chatai_otel.receiver import OTLPReceiver, ReceivedSpan
 from conftest import AppProcess, free_port, telemetry_env, wait_until
 from example_support import example_apps
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 CLIENT, SERVER, CONSUMER = 3, 2, 5
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.dGhlLXNpZ25hdHVyZS1vZi1hLXRva2Vu"
 

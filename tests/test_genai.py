@@ -7,7 +7,9 @@ from genai_prices import Usage, calc_price
 
 from chatai_otel import genai
 from chatai_otel import metric_names as names
-from test_events import last_points, run_scenario
+from events_support import last_points, run_scenario
+
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 
 CLIENT = 3  # SpanKind.CLIENT in OTLP
 ERROR = 2

@@ -40,6 +40,8 @@ from chatai_otel.receiver import OTLPReceiver
 from chatai_otel.sdk import build_telemetry
 from conftest import APPS, bin_path, free_port, telemetry_env
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 OPENAI_KEY = "sk-test-4f1c0c2a9b7e4d3f8a6b5c4d3e2f1a0b"

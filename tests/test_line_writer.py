@@ -20,6 +20,8 @@ import pytest
 
 from chatai_otel.config import ConfigError, load_settings
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 
 def run_child(code: str, **env: str) -> subprocess.Popen[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CHATAI_"))}

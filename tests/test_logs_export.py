@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -21,6 +22,8 @@ from chatai_otel.log_export import (
 )
 from chatai_otel.receiver import any_value, attributes_of
 from conftest import telemetry_env
+
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 
 # --- the encoder against the official protobuf classes ------------------------------------
 

@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatai_otel import get_logger
-from test_logs import make_pipeline  # noqa: F401  (the fixture)
 
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZabcdefghjkmnpqrstuvwxyz23456789"
 secrets = st.text(alphabet=ALPHABET, min_size=16, max_size=32)
@@ -69,7 +68,7 @@ def planted(secret: str) -> st.SearchStrategy[object]:
 
 
 @pytest.fixture
-def pipe(make_pipeline):  # noqa: F811
+def pipe(make_pipeline):
     """One pipeline for all examples of one test run (hypothesis reuses function fixtures)."""
     return make_pipeline()
 

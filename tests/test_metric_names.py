@@ -40,6 +40,8 @@ from collector_support import (
 )
 from conftest import APPS, AppProcess, bin_path, free_port, telemetry_env
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 EXAMPLE = ROOT / "examples" / "chatai"
 
 # Series that Prometheus holds but chatai-otel does not export: where each comes from.
@@ -57,6 +59,13 @@ NOT_FROM_THE_PACKAGE = {
     "otelcol_receiver_refused_log_records_total": "the collector's own telemetry (:8888)",
     "otelcol_exporter_queue_size": "the collector's own telemetry (:8888)",
     "otelcol_exporter_queue_capacity": "the collector's own telemetry (:8888)",
+    **{
+        f"traces_span_metrics_{series}": "the collector's spanmetrics connector, from spans"
+        for series in (
+            "calls_total",
+            *(f"duration_milliseconds_{s}" for s in ("bucket", "sum", "count")),
+        )
+    },
 }
 
 # Counters a healthy run never adds to (so never exports): their names come from the package's
@@ -169,6 +178,13 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exported]:
             )
             assert traffic.returncode == 0, traffic.stdout[-3000:] + traffic.stderr[-3000:]
             assert httpx.get(f"{backend.url}/no-such-route").status_code == 404
+            # a browser's (empty) export through the backend's tunnel: its request counter
+            tunnel = httpx.post(
+                f"{backend.url}/otlp/v1/traces",
+                content=b"",
+                headers={"content-type": "application/x-protobuf"},
+            )
+            assert tunnel.status_code == 200, tunnel.text
             # 3. the tour of the public API; tiny SDK queues so that drops happen and are counted
             tour = subprocess.run(
                 [sys.executable, str(APPS / "metrics_tour.py")],

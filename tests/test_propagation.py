@@ -15,6 +15,8 @@ from chatai_otel import context
 from chatai_otel.propagation import CARRIER_KEY, consuming, extract, inject, job_log_context
 from conftest import APPS, telemetry_env
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 PRODUCER, CONSUMER = 4, 5
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7

@@ -18,6 +18,8 @@ import rotel
 
 from conftest import APPS, free_port, telemetry_env
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 ROTEL_AGENT = Path(rotel.__file__).parent / "rotel-agent"
 
 

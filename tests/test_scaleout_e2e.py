@@ -49,6 +49,8 @@ from example_support import example_apps, run_workload
 sys.path.insert(0, str(APPS))
 import trace_generator
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 TRACES = 10_000
 SPANS_PER_TRACE = 3
 BASELINE_SHARE = 0.10  # gateway.yaml's probabilistic policy

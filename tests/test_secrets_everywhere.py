@@ -17,8 +17,11 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from conftest import APPS, telemetry_env
+
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 
 EXAMPLES = 1000 if os.environ.get("CI") else 300
 

@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -39,6 +40,8 @@ from chatai_otel.span_export import (
     http_span_exporter,
 )
 from conftest import free_port, telemetry_env
+
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 
 # --- the encoder against the SDK's own encoder, both read back by the official classes -------
 

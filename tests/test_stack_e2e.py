@@ -47,6 +47,8 @@ from collector_support import (
 from conftest import AppProcess, bin_path, cors_preflight, free_port, telemetry_env, wait_until
 from example_support import example_apps, run_workload
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 SERVER, PRODUCER, CONSUMER = 2, 4, 5  # OTLP span kinds
 FAST_RULES = "chatai-alerts-fast.yml"
 

@@ -23,6 +23,8 @@ from chatai_otel.store import DurableStore, create_tables
 from conftest import APPS
 from store_support import TcpProxy, event, pg_schema, pg_url, query
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 PRODUCERS = 8
 
 

@@ -23,6 +23,8 @@ from chatai_otel.store import DurableStore, create_tables
 from conftest import APPS, bin_path, telemetry_env
 from store_support import error, event, pg_schema, pg_url, query, wait_durable
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 
 @pytest.fixture
 def schema() -> Iterator[str]:

@@ -31,6 +31,8 @@ from chatai_otel.span_export import SpanExportProcessor, grpc_span_exporter
 from chatai_otel.spans import scrub_sdk_span_exceptions
 from chatai_otel.tracing import FastSpan, FastTracer
 
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
 
 @pytest.fixture
 def provider(receiver) -> Iterator[TracerProvider]:

@@ -16,7 +16,9 @@ import httpx
 import pytest
 
 from chatai_otel.receiver import OTLPReceiver, ReceivedSpan
-from conftest import AppProcess, bin_path, free_port, telemetry_env
+from conftest import AppProcess, bin_path, drop_table, free_port, telemetry_env
+
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 
 SERVER, CLIENT = 2, 3
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -74,16 +76,7 @@ def _start_backend(
         yield app
     finally:
         app.stop()
-        _drop_table(table)
-
-
-def _drop_table(table: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    with engine.begin() as conn:
-        conn.execute(text(f"DROP TABLE IF EXISTS {table}"))
-    engine.dispose()
+        drop_table(table)
 
 
 @pytest.fixture(scope="module")

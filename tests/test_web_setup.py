@@ -11,8 +11,11 @@ import pytest
 
 from chatai_otel.asgi import valid_request_id
 from chatai_otel.instrumentations import LIBRARIES, Library, report_inactive
-from conftest import bin_path, free_port, telemetry_env
-from test_web_e2e import SERVER, _drop_table
+from conftest import bin_path, drop_table, free_port, telemetry_env
+
+pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
+
+SERVER = 2  # SpanKind.SERVER in OTLP
 
 
 def _uvicorn(port: int, app: str = "chat_app:app", instrument: bool = True) -> list[str]:
@@ -33,7 +36,7 @@ def _uvicorn(port: int, app: str = "chat_app:app", instrument: bool = True) -> l
 def table() -> object:
     name = f"web_setup_{uuid.uuid4().hex[:10]}"
     yield name
-    _drop_table(name)
+    drop_table(name)
 
 
 def test_instrument_app_by_hand_without_the_wrapper(receiver, start_app, table) -> None:

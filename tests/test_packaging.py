@@ -1,0 +1,113 @@
+"""The declared dependencies say what the package's code imports: every third-party module that
+``src/chatai_otel`` imports comes from a distribution it declares (core or an extra), every
+core dependency is imported somewhere, and 0.x dependencies have an upper bound."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+import tomllib
+from functools import cache
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "src" / "chatai_otel"
+# Declared, never imported by name: the HTTP exporter is chosen by configuration; the stock
+# FastAPI/ASGI instrumentors are the design's named packages, whose entry points the distro
+# skips in favour of chatai_otel.asgi (distro.REPLACED_INSTRUMENTORS).
+PLUGINS = {
+    "opentelemetry-exporter-otlp-proto-http",
+    "opentelemetry-instrumentation-fastapi",
+    "opentelemetry-instrumentation-asgi",
+}
+NOT_DEPENDENCIES = {"chatai"}  # the example app, which ``chatai-otel demo`` runs from its folder
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def declared() -> tuple[set[str], set[str]]:
+    """(core dependency names, names in any extra but dev)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    core = {_name(r) for r in project["dependencies"]}
+    extras = {
+        _name(r)
+        for extra, requirements in project["optional-dependencies"].items()
+        if extra != "dev"
+        for r in requirements
+    }
+    return core, extras - {"chatai-otel"}
+
+
+@cache
+def module_owners() -> dict[str, str]:
+    """Importable module name -> the installed distribution whose files hold it."""
+    owners: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"].lower().replace("_", "-")
+        for file in dist.files or ():
+            parts = file.parts
+            if not parts or not parts[-1].endswith((".py", ".so", ".pyd")):
+                continue
+            stem = parts[-1].split(".")[0]
+            module = ".".join([*parts[:-1], stem]) if stem != "__init__" else ".".join(parts[:-1])
+            if module:
+                owners.setdefault(module, name)
+    return owners
+
+
+def imported_modules() -> set[str]:
+    found: set[str] = set()
+    for path in SOURCE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from opentelemetry import trace`: the namespace's module is what is imported
+                found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    skip = sys.stdlib_module_names | {"chatai_otel"} | NOT_DEPENDENCIES
+    return {m for m in found if m.split(".")[0] not in skip}
+
+
+def owner_of(module: str) -> str | None:
+    owners = module_owners()
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        owner = owners.get(".".join(parts[:end]))
+        if owner is not None:
+            return owner
+    return None
+
+
+def test_every_third_party_import_is_declared() -> None:
+    core, extras = declared()
+    undeclared = {
+        module: owner
+        for module in imported_modules()
+        if (owner := owner_of(module)) is not None and owner not in core | extras
+    }
+    assert undeclared == {}
+    assert all(owner_of(module) for module in imported_modules()), [
+        m for m in imported_modules() if owner_of(m) is None
+    ]
+
+
+def test_every_core_dependency_is_imported() -> None:
+    core, _extras = declared()
+    used = {owner_of(module) for module in imported_modules()}
+    assert core - used - PLUGINS == set()
+
+
+def test_zero_x_dependencies_have_an_upper_bound() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for extra, more in project["optional-dependencies"].items():
+        if extra != "dev":
+            requirements += more
+    unbounded = [
+        r for r in requirements if re.search(r">=\s*0\.", r) and not re.search(r"<\s*\d", r)
+    ]
+    assert unbounded == []
