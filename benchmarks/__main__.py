@@ -2,7 +2,7 @@
 
 Each ``benchmarks/bench_<name>.py`` has ``main(argv: list[str]) -> None`` that runs its
 alternatives side by side in one run and prints a Markdown table (medians and ratios),
-ready to be copied into the README.
+ready to be copied into docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -242,23 +242,25 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
     return queries
 
 
-def readme_promql() -> list[tuple[str, str]]:
-    """(where, query) of every query in the README's ```promql blocks: the docs drift too.
+def documented_promql() -> list[tuple[str, str]]:
+    """(where, query) of every query in the ```promql blocks of the README and docs/: the docs
+    drift too.
 
     A query starts at an unindented line; indented lines continue it; ``#`` lines are comments.
     """
     queries: list[tuple[str, str]] = []
-    lines = (ROOT / "README.md").read_text().splitlines()
-    inside = False
-    for number, line in enumerate(lines, 1):
-        if line.startswith("```"):
-            inside = line.strip() == "```promql"
-            continue
-        if not inside or not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if line[0].isspace() and queries:
-            where, query = queries[-1]
-            queries[-1] = (where, f"{query}\n{line}")
-        else:
-            queries.append((f"README.md:{number}", line))
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        inside = False
+        name = path.relative_to(ROOT)
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.startswith("```"):
+                inside = line.strip() == "```promql"
+                continue
+            if not inside or not line.strip() or line.lstrip().startswith("#"):
+                continue
+            if line[0].isspace() and queries:
+                where, query = queries[-1]
+                queries[-1] = (where, f"{query}\n{line}")
+            else:
+                queries.append((f"{name}:{number}", line))
     return queries

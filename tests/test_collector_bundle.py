@@ -26,9 +26,9 @@ from collector_support import (
     ROOT,
     alert_rules,
     dashboard_queries,
+    documented_promql,
     grafana_to_promql,
     load_yaml,
-    readme_promql,
 )
 from conftest import VENV_BIN
 
@@ -603,7 +603,7 @@ def test_every_dashboard_and_rule_promql_parses_with_promtool(tmp_path: Path) ->
         grafana_to_promql(expr) for _, source, expr in dashboard_queries() if source == "prometheus"
     ]
     assert len(queries) >= 15
-    documented = [query for _, query in readme_promql()]
+    documented = [query for _, query in documented_promql()]
     assert len(documented) >= 10  # the seed's log analysis, get_metrics_summary, the store
     queries += documented
     rules = {

@@ -30,13 +30,13 @@ from collector_support import (
     ROOT,
     alert_rules,
     dashboard_queries,
+    documented_promql,
     grafana_to_promql,
     prometheus_label,
     prometheus_name,
     prometheus_series_names,
     promql_label_names,
     promql_metric_names,
-    readme_promql,
 )
 from conftest import APPS, AppProcess, bin_path, free_port, telemetry_env
 
@@ -236,7 +236,7 @@ def used_promql() -> list[tuple[str, str]]:
         for name, source, expr in dashboard_queries()
         if source == "prometheus"
     ]
-    queries += readme_promql()
+    queries += documented_promql()
     return queries
 
 

@@ -1,4 +1,4 @@
-"""The SQL the README documents over the store's tables runs, and answers, on real PostgreSQL."""
+"""The SQL that docs/store.md documents over the store's tables runs, and answers, on real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,14 +13,15 @@ import pytest
 from chatai_otel.store import DurableStore, create_tables
 from store_support import PG_DSN, error, event, pg_schema, pg_url
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+STORE_DOC = Path(__file__).resolve().parents[1] / "docs" / "store.md"
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 
 
-def readme_queries() -> dict[str, str]:
-    text = README.read_text()
-    start = text.index("### The seed's log-analysis queries, over these tables")
-    end = text.index("\n## ", start)
+def documented_queries() -> dict[str, str]:
+    text = STORE_DOC.read_text()
+    start = text.index("## The seed's log-analysis queries, over these tables")
+    end = text.find("\n## ", start + 1)
+    end = len(text) if end < 0 else end
     blocks = re.findall(r"```sql\n(.*?)```", text[start:end], re.S)
     return {block.splitlines()[0].removeprefix("-- ").split(":")[0]: block for block in blocks}
 
@@ -61,7 +62,7 @@ def run(schema: str, sql: str) -> list[tuple[object, ...]]:
 
 
 def test_the_readme_documents_the_four_queries() -> None:
-    assert sorted(readme_queries()) == [
+    assert sorted(documented_queries()) == [
         "Error rate per hour, last 24 h",
         "Everything one request did, events and errors in order",
         "Slow requests",
@@ -70,25 +71,27 @@ def test_the_readme_documents_the_four_queries() -> None:
 
 
 def test_error_rate_per_hour(filled: str) -> None:
-    rows = run(filled, readme_queries()["Error rate per hour, last 24 h"])
+    rows = run(filled, documented_queries()["Error rate per hour, last 24 h"])
     assert len(rows) == 1
     _, errors, serious, requests, top = rows[0]
     assert (errors, serious, requests, top) == (3, 2, 2, "validation")
 
 
 def test_slow_requests(filled: str) -> None:
-    rows = run(filled, readme_queries()["Slow requests"])
+    rows = run(filled, documented_queries()["Slow requests"])
     assert [(r[0], r[1]) for r in rows] == [("gpt-4o", 2), ("mini", 1)]
     assert float(rows[0][2]) == 8.5 and rows[0][3] == 9.5  # type: ignore[arg-type]
 
 
 def test_user_activity(filled: str) -> None:
-    rows = run(filled, readme_queries()["User activity"])
+    rows = run(filled, documented_queries()["User activity"])
     assert [(r[0], r[1], r[2], r[3]) for r in rows] == [("7", 30, 10, 0), ("8", 9, 6, 4)]
 
 
 def test_everything_one_request_did(filled: str) -> None:
-    rows = run(filled, readme_queries()["Everything one request did, events and errors in order"])
+    rows = run(
+        filled, documented_queries()["Everything one request did, events and errors in order"]
+    )
     kinds = [r[1] for r in rows]
     assert kinds.count("error") == 1 and kinds.count("event") == 40  # event() uses TRACE too
     assert [r[0] for r in rows] == sorted(r[0] for r in rows)  # type: ignore[type-var]

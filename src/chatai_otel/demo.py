@@ -544,7 +544,7 @@ class Demo:
             self.say(f"  chatai-otel view {rel}            the waterfall again, any trace")
             self.say(
                 "  ./dev stack up (or docker compose up), then replay into Jaeger with "
-                "collector/replay.yaml (README: Replaying the demo)"
+                "collector/replay.yaml (docs/stack.md: Replaying the demo)"
             )
         self.say(
             f"  app logs: {_relative(output)}/backend.log"

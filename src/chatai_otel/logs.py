@@ -34,7 +34,7 @@ application log, errors (>= ERROR) and the audit log. Keys, in order::
     timestamp level logger message <context + extra fields> module function line
     [exception {type, message, stacktrace}] [trace_id span_id]
 
-**OTLP: why this path** (measured with ``./dev bench logging``, see the README).
+**OTLP: why this path** (measured with ``./dev bench logging``, see docs/benchmarks.md).
 The candidates, all duplicate-free only if exactly one of them runs:
 
 1. the SDK's ``LoggingHandler`` / ``OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED``:

@@ -14,8 +14,8 @@ first item to exhaustion, an error, or the consumer closing it early (``ok``);
 each step runs with the span active, without holding it active across a
 ``yield`` (the consumer's code between items is not part of the operation).
 
-The seed's ``get_metrics_summary(operation)`` is a PromQL query now; the README
-lists them.
+The seed's ``get_metrics_summary(operation)`` is a PromQL query now;
+docs/events-and-errors.md lists them.
 """
 
 from __future__ import annotations
