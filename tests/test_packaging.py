@@ -111,3 +111,29 @@ def test_zero_x_dependencies_have_an_upper_bound() -> None:
         r for r in requirements if re.search(r">=\s*0\.", r) and not re.search(r"<\s*\d", r)
     ]
     assert unbounded == []
+
+
+def test_every_metric_name_comes_from_metric_names() -> None:
+    """No instrument is created with a name written in place: metric_names holds them all."""
+    creators = {
+        "create_counter",
+        "create_up_down_counter",
+        "create_histogram",
+        "create_gauge",
+        "create_observable_gauge",
+        "create_observable_counter",
+        "create_observable_up_down_counter",
+        "request_histogram",
+    }
+    literal = []
+    for path in SOURCE.rglob("*.py"):
+        if path.name == "metric_names.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in creators and isinstance(node.args[0], ast.Constant | ast.JoinedStr):
+                literal.append(f"{path.name}:{node.lineno}")
+    assert literal == []

@@ -37,6 +37,7 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from chatai_otel import context as request_context
+from chatai_otel import metric_names
 from chatai_otel.fast_metrics import request_histogram
 from chatai_otel.logs import get_logger, line_emitter
 from chatai_otel.redaction import REDACTED, scrub_headers, scrub_text
@@ -59,8 +60,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 REQUEST_ID_HEADER = b"x-request-id"
 SCOPE_KEY = "chatai_otel.request"
-# Stable semconv buckets for http.server.request.duration (seconds).
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+DURATION_BUCKETS = metric_names.HTTP_SERVER_REQUEST_DURATION_BUCKETS
 _KNOWN_METHODS = frozenset(
     ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE")
 )
@@ -176,7 +176,7 @@ class RequestTelemetryMiddleware:
         version = distro_version()
         self._tracer = FastTracer("chatai_otel.web", version, tracer_provider)
         self._duration = request_histogram(
-            "http.server.request.duration",
+            metric_names.HTTP_SERVER_REQUEST_DURATION,
             unit="s",
             description="Duration of HTTP server requests.",
             boundaries=DURATION_BUCKETS,

@@ -55,6 +55,7 @@ from opentelemetry import metrics as metrics_api
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 
+from chatai_otel import metric_names
 from chatai_otel.bootstrap import current
 from chatai_otel.config import Settings, load_settings
 from chatai_otel.logs import get_logger
@@ -82,15 +83,14 @@ _LOGGER_NAME = "chatai_otel.health"
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _ERROR_TEXT_LIMIT = 300
 
-# Metric names, units and attributes (the alert rules in collector/ depend on them).
-# gauge, 1 healthy / 0.5 degraded / 0 unhealthy; in Prometheus chatai_health_status_ratio
-STATUS_METRIC = "chatai.health.status"
-STATUS_UNIT = "1"
-DURATION_METRIC = "chatai.health.check.duration"  # histogram, unit s
-CHECK_ATTRIBUTE = "chatai.health.check.name"
-REQUIRED_ATTRIBUTE = "chatai.health.check.required"
-STATUS_ATTRIBUTE = "chatai.health.check.status"
-DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Metric names, units and attributes: in metric_names, with every other metric of ours.
+STATUS_METRIC = metric_names.HEALTH_STATUS
+STATUS_UNIT = metric_names.HEALTH_STATUS_UNIT
+DURATION_METRIC = metric_names.HEALTH_CHECK_DURATION
+CHECK_ATTRIBUTE = metric_names.ATTR_HEALTH_CHECK_NAME
+REQUIRED_ATTRIBUTE = metric_names.ATTR_HEALTH_CHECK_REQUIRED
+STATUS_ATTRIBUTE = metric_names.ATTR_HEALTH_CHECK_STATUS
+DURATION_BUCKETS = metric_names.HEALTH_CHECK_DURATION_BUCKETS
 
 
 class HealthStatus(enum.StrEnum):
@@ -988,31 +988,35 @@ class _Instruments:
         )
         self._duration = meter.create_histogram(
             DURATION_METRIC,
-            unit="s",
+            unit=metric_names.HEALTH_CHECK_DURATION_UNIT,
             description="Duration of each health check run, timeouts included.",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
         )
         meter.create_observable_gauge(
-            "system.cpu.utilization",
+            metric_names.SYSTEM_CPU_UTILIZATION,
             callbacks=[self._observe_system("cpu_percent", {})],
             unit="1",
             description="Host CPU use (0-1) since the previous sample, from the system health check.",
         )
         meter.create_observable_gauge(
-            "system.memory.utilization",
-            callbacks=[self._observe_system("memory_percent", {"system.memory.state": "used"})],
+            metric_names.SYSTEM_MEMORY_UTILIZATION,
+            callbacks=[
+                self._observe_system(
+                    "memory_percent", {metric_names.ATTR_SYSTEM_MEMORY_STATE: "used"}
+                )
+            ],
             unit="1",
             description="Host memory in use (0-1), from the system health check.",
         )
         meter.create_observable_gauge(
-            "system.filesystem.utilization",
+            metric_names.SYSTEM_FILESYSTEM_UTILIZATION,
             callbacks=[self._observe_disk],
             unit="1",
             description="Disk space in use (0-1) of the checked mount point.",
         )
         for index, window in enumerate(("1m", "5m", "15m")):
             meter.create_observable_gauge(
-                f"system.cpu.load_average.{window}",
+                metric_names.SYSTEM_CPU_LOAD_AVERAGE.format(window=window),
                 callbacks=[self._observe_load(index)],
                 unit="{thread}",
                 description=f"Host load average over {window}, from the system health check.",

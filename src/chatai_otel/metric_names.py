@@ -14,6 +14,14 @@ from __future__ import annotations
 
 from typing import Final
 
+# --- HTTP server requests (asgi.py; the HTTP semantic conventions) ------------------------
+
+HTTP_SERVER_REQUEST_DURATION: Final = "http.server.request.duration"
+# http_server_request_duration_seconds; the stable conventions' advisory buckets (seconds)
+HTTP_SERVER_REQUEST_DURATION_BUCKETS: Final = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
+
 # --- business events (events.py) ---------------------------------------------------------
 
 BUSINESS_EVENTS: Final = "chatai.business.events"  # chatai_business_events_total
@@ -134,6 +142,26 @@ BOT_UPDATE_DURATION: Final = "chatai.bot.update.duration"  # chatai_bot_update_d
 BOT_UPDATE_DURATION_UNIT: Final = "s"
 ATTR_UPDATE_TYPE: Final = "chatai.telegram.update_type"  # Telegram's fixed set: message, ...
 # ATTR_STATUS: "ok" | "error" | "unhandled" (no handler matched)
+
+# --- health checks (health.py; the alert rules in collector/ depend on them) ---------------
+
+# gauge: 1 healthy / 0.5 degraded / 0 unhealthy; chatai_health_status_ratio
+HEALTH_STATUS: Final = "chatai.health.status"
+HEALTH_STATUS_UNIT: Final = "1"
+HEALTH_CHECK_DURATION: Final = "chatai.health.check.duration"  # histogram, unit s
+HEALTH_CHECK_DURATION_UNIT: Final = "s"
+HEALTH_CHECK_DURATION_BUCKETS: Final = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+ATTR_HEALTH_CHECK_NAME: Final = "chatai.health.check.name"
+ATTR_HEALTH_CHECK_REQUIRED: Final = "chatai.health.check.required"
+ATTR_HEALTH_CHECK_STATUS: Final = "chatai.health.check.status"
+# the host, as the system health check sees it (system semantic conventions, unit "1")
+SYSTEM_CPU_UTILIZATION: Final = "system.cpu.utilization"  # system_cpu_utilization_ratio
+SYSTEM_MEMORY_UTILIZATION: Final = "system.memory.utilization"
+SYSTEM_FILESYSTEM_UTILIZATION: Final = "system.filesystem.utilization"
+SYSTEM_CPU_LOAD_AVERAGE: Final = "system.cpu.load_average.{window}"  # 1m, 5m, 15m; {thread}
+ATTR_SYSTEM_MEMORY_STATE: Final = "system.memory.state"
 
 # --- the browser telemetry tunnel (browser_tunnel.py) ------------------------------------
 
