@@ -34,6 +34,7 @@ from opentelemetry.trace import (
 from chatai_otel.receiver import attributes_of
 from chatai_otel.redaction import get_scrubber
 from chatai_otel.span_export import (
+    SPAN_RECORD_FIELDS,
     OtlpSpanEncoder,
     SpanExportProcessor,
     grpc_span_exporter,
@@ -173,6 +174,27 @@ def test_encoder_reads_back_like_the_sdk_encoder(specs):
     for scope_spans in ours.resource_spans[0].scope_spans:
         for span in scope_spans.spans:
             assert span.flags & 0xFF == flags[span.span_id]  # sampled, random trace id
+
+
+def test_both_span_record_producers_fill_the_named_fields():
+    """record_of (SDK spans) and chatai_otel.tracing (our own spans) build the same tuple."""
+    from chatai_otel.span_export import record_of
+    from chatai_otel.tracing import FastTracer
+
+    sdk = record_of(_sdk_spans([({"a": 1}, None, SpanKind.SERVER, "unset", False, False)])[0])
+    provider = TracerProvider()
+    processor = SpanExportProcessor(InMemorySpanExporter())
+    processor.attach(provider)
+    submitted: list[tuple] = []
+    processor.submit = submitted.append  # type: ignore[method-assign]
+    with FastTracer("chatai_otel.test", "1", provider).start_as_current_span("ours"):
+        pass
+    assert len(submitted) == 1, "the fast path did not run"
+    provider.shutdown()
+    for record in (sdk, *submitted):
+        named = dict(zip(SPAN_RECORD_FIELDS, record, strict=True))
+        assert isinstance(named["scope"], InstrumentationScope)
+        assert isinstance(named["name"], str) and named["end_ns"] >= named["start_ns"]
 
 
 def test_records_and_sdk_spans_share_a_request():

@@ -58,6 +58,7 @@ from chatai_otel.otlp_wire import (
 from chatai_otel.redaction import get_scrubber
 
 __all__ = [
+    "LOG_RECORD_FIELDS",
     "LogExportProcessor",
     "OtlpLogEncoder",
     "Record",
@@ -84,6 +85,14 @@ Record = tuple[
     "tuple[str, str, int] | tuple[str, str, int, str] | None",
     "str | None",
 ]
+
+# Its fields by name, in order (a plain tuple, not a NamedTuple: see span_export's
+# SPAN_RECORD_FIELDS for what a NamedTuple would cost per record).
+LOG_RECORD_FIELDS = (
+    "time_ns", "severity_number", "severity_text", "body", "attributes", "trace_id",
+    "span_id", "trace_flags", "scope", "code", "event_name",
+)  # fmt: skip
+LOG_SCOPE = LOG_RECORD_FIELDS.index("scope")
 
 # LogRecord: time_unix_nano (1, fixed64), observed_time_unix_nano (11, fixed64), flags (8, fixed32)
 _pack_times = struct.Struct("<BQBQBI").pack
@@ -117,9 +126,10 @@ class OtlpLogEncoder:
                 encoded = encode_record(record)
             except Exception:  # one bad record never costs the batch
                 continue
-            group = by_scope.get(record[8])
+            scope = record[LOG_SCOPE]
+            group = by_scope.get(scope)
             if group is None:
-                by_scope[record[8]] = [encoded]
+                by_scope[scope] = [encoded]
             else:
                 group.append(encoded)
         scope_logs = b"".join(

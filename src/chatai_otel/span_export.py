@@ -52,6 +52,7 @@ from chatai_otel.otlp_wire import (
 from chatai_otel.redaction import get_scrubber, scrub_text
 
 __all__ = [
+    "SPAN_RECORD_FIELDS",
     "OtlpSpanEncoder",
     "ScrubbingSpanExporter",
     "SpanExportProcessor",
@@ -89,6 +90,16 @@ SpanRecord = tuple[
     InstrumentationScope,
     "tuple[int, int, int] | None",
 ]
+
+# Its fields by name, in order. A plain tuple with named positions, not a NamedTuple: building
+# a 16-field NamedTuple costs about 0.6 µs more per span than a tuple (0.71 vs 0.12 µs, measured
+# with timeit on a 2-core machine, 2026-12-07), on the calling thread of every span.
+SPAN_RECORD_FIELDS = (
+    "trace_id", "span_id", "parent_span_id", "flags", "trace_state", "name", "kind",
+    "start_ns", "end_ns", "attributes", "events", "links", "status_code", "status_message",
+    "scope", "dropped",
+)  # fmt: skip
+SPAN_SCOPE = SPAN_RECORD_FIELDS.index("scope")
 
 PROTO_KIND = {
     SpanKind.INTERNAL: 1,
@@ -215,7 +226,7 @@ class OtlpSpanEncoder:
                 encoded = encode_span(record)
             except Exception:  # one bad span never costs the batch
                 continue
-            scope = record[14]
+            scope = record[SPAN_SCOPE]
             group = by_scope.get(scope)
             if group is None:
                 by_scope[scope] = [encoded]
