@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from chatai_otel.receiver import OTLPReceiver, ReceivedSpan
-from conftest import APPS, bin_path, free_port, telemetry_env
+from conftest import APPS, bin_path, free_port, telemetry_env, wait_until
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 
@@ -78,7 +78,15 @@ def test_instrument_wrapper_exports_traces_metrics_and_correlated_logs(receiver,
     )
     assert points[0].resource["service.name"] == "test-app"
 
-    lines = [line for line in stdout_json_lines(app.stdout()) if line.get("message") == "work.done"]
+    # stdout lines leave on the event loop's timer (CHATAI_OTEL_LOG_STDOUT_INTERVAL), the OTLP
+    # records on the export thread: on a busy machine the records can arrive first
+    def done_lines() -> list[dict]:
+        found = [
+            line for line in stdout_json_lines(app.stdout()) if line.get("message") == "work.done"
+        ]
+        return found if len(found) >= 3 else []
+
+    lines = wait_until(done_lines, timeout=10, every=0.05)
     assert len(lines) == 3
     for line in lines:
         assert re.fullmatch(r"[0-9a-f]{32}", line["trace_id"])

@@ -5,12 +5,16 @@ core dependency is imported somewhere, and 0.x dependencies have an upper bound.
 from __future__ import annotations
 
 import ast
+import json
 import re
+import subprocess
 import sys
 import tomllib
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "src" / "chatai_otel"
@@ -137,3 +141,32 @@ def test_every_metric_name_comes_from_metric_names() -> None:
             if name in creators and isinstance(node.args[0], ast.Constant | ast.JoinedStr):
                 literal.append(f"{path.name}:{node.lineno}")
     assert literal == []
+
+
+@pytest.mark.e2e
+def test_import_chatai_otel_is_cheap_and_get_logger_loads_only_the_logging_pipeline() -> None:
+    """In a fresh interpreter: nothing of ours but the package at ``import chatai_otel``;
+    ``get_logger`` without the web layer, FastAPI, the health checker or the store; every
+    public name still there."""
+    script = (
+        "import json, sys\n"
+        "import chatai_otel\n"
+        "first = sorted(m for m in sys.modules if m.startswith('chatai_otel'))\n"
+        "from chatai_otel import get_logger\n"
+        "get_logger('x')\n"
+        "second = sorted(m for m in sys.modules if m.startswith(('chatai_otel', 'fastapi')))\n"
+        "names = {name: callable(getattr(chatai_otel, name)) or name for name in chatai_otel.__all__}\n"
+        "print(json.dumps([first, second, sorted(names), sorted(dir(chatai_otel))]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, second, names, listed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert first == ["chatai_otel"]
+    for heavy in ("fastapi", "chatai_otel.web", "chatai_otel.health", "chatai_otel.store"):
+        assert heavy not in second, second
+    assert "chatai_otel.logs" in second
+    import chatai_otel
+
+    assert names == sorted(chatai_otel.__all__) and set(chatai_otel.__all__) <= set(listed)
