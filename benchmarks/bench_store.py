@@ -13,7 +13,7 @@ the first hand-over until the last row is committed:
   is recorded (the p99 goal is 5 ms); then, untimed for throughput, the same
   100 emitters at 100 events/s each, the pace of requests rather than a flood,
   once with the writer inserting into PostgreSQL (whose WAL and checkpoints
-  share this machine's one disk with the journal) and once with the database
+  share the machine's one disk with the journal) and once with the database
   unreachable (nothing but the journal writing to the disk); and, for the
   machine's floor, the same emitters against a stand-in that wakes them 0.3 ms
   after they ask (no journal, no database: what the event loop and the OS
@@ -359,7 +359,7 @@ def _print(
             "100 events/s each, the database unreachable: the journal alone on the disk",
             journal_only,
         ),
-        ("100 events/s each, no store: woken 0.3 ms after asking (this machine's floor)", floor),
+        ("100 events/s each, no store: woken 0.3 ms after asking (the machine's timer floor)", floor),
     ):
         ordered = sorted(values)
 

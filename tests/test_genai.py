@@ -165,26 +165,39 @@ def test_ai_responses_arrive_in_the_genai_conventions(receiver):
 
 
 def test_prices_load_in_a_configured_process_only():
-    """Importing the package starts no thread; configure() starts the price-data loader."""
+    """Importing the GenAI helpers starts no thread; configure() starts the price-data loader,
+    and so does the first import of them in a process configured already."""
     import subprocess
     import sys
 
     from conftest import telemetry_env
 
-    script = (
-        "import threading, chatai_otel\n"
-        "names = lambda: sorted(t.name for t in threading.enumerate())\n"
-        "print('IMPORTED', names())\n"
+    names = "names = lambda: sorted(t.name for t in threading.enumerate())\n"
+    before = (
+        "import threading, chatai_otel, chatai_otel.genai\n" + names
+        + "print('IMPORTED', names())\n"
         "chatai_otel.configure()\n"
         "print('CONFIGURED', names())\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=telemetry_env(None),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    lines = {line.split(" ", 1)[0]: line for line in done.stdout.splitlines()}
-    assert lines["IMPORTED"] == "IMPORTED ['MainThread']", done.stdout + done.stderr
-    assert "chatai-otel-genai-prices" in lines["CONFIGURED"]
+    )  # fmt: skip
+    after = (
+        "import threading, chatai_otel\n" + names
+        + "chatai_otel.configure()\n"
+        "print('CONFIGURED', names())\n"
+        "import chatai_otel.genai\n"
+        "print('IMPORTED', names())\n"
+    )  # fmt: skip
+    for script in (before, after):
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            env=telemetry_env(None),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        lines = {line.split(" ", 1)[0]: line for line in done.stdout.splitlines()}
+        if script is before:
+            assert lines["IMPORTED"] == "IMPORTED ['MainThread']", done.stdout + done.stderr
+            assert "chatai-otel-genai-prices" in lines["CONFIGURED"]
+        else:
+            assert "chatai-otel-genai-prices" not in lines["CONFIGURED"], done.stdout
+            assert "chatai-otel-genai-prices" in lines["IMPORTED"], done.stdout + done.stderr

@@ -1,4 +1,4 @@
-"""The bundled stack on this machine's loopback, without Docker: the same configs as compose.
+"""The bundled stack on the local loopback, without Docker: the same configs as compose.
 
 Processes: our collector distribution (``otelcol-chatai`` with ``collector/otel-collector.yaml``),
 Jaeger v2 (``collector/jaeger/config.yaml``), Prometheus (Debian's server, with
