@@ -359,7 +359,10 @@ def _print(
             "100 events/s each, the database unreachable: the journal alone on the disk",
             journal_only,
         ),
-        ("100 events/s each, no store: woken 0.3 ms after asking (the machine's timer floor)", floor),
+        (
+            "100 events/s each, no store: woken 0.3 ms after asking (the machine's timer floor)",
+            floor,
+        ),
     ):
         ordered = sorted(values)
 
