@@ -70,62 +70,42 @@ _STRING = FieldDescriptor.TYPE_STRING
 # --- rewriting an export request ---------------------------------------------------------
 
 
-class _TextCleaner:
-    """``Scrubber.scrub_text`` with a bounded memo: browser telemetry repeats itself (the same
-    page and resource URLs, user agents and span names from every session), and a URL costs
-    the scrubber tens of µs."""
-
-    def __init__(self, scrubber: Scrubber, size: int = 4096) -> None:
-        self.scrubber = scrubber
-        self.size = size
-        self.memo: dict[str, str] = {}
-
-    def __call__(self, text: str) -> str:
-        cleaned = self.memo.get(text)
-        if cleaned is None:
-            cleaned = self.scrubber.scrub_text(text)
-            if len(self.memo) >= self.size:
-                self.memo.clear()
-            self.memo[text] = cleaned
-        return cleaned
-
-
-def _scrub_value(clean: _TextCleaner, value: AnyValue, key: str | None) -> None:
+def _scrub_value(scrubber: Scrubber, value: AnyValue, key: str | None) -> None:
     kind = value.WhichOneof("value")
     if kind is None:
         return
-    if key is not None and clean.scrubber.is_secret_key(key):
+    if key is not None and scrubber.is_secret_key(key):
         value.Clear()
-        value.string_value = clean.scrubber.replacement
+        value.string_value = scrubber.replacement
     elif kind == "string_value":
         text = value.string_value
-        cleaned = clean(text)
+        cleaned = scrubber.scrub_text_cached(text)
         if cleaned != text:
             value.string_value = cleaned
     elif kind == "array_value":
         for item in value.array_value.values:
-            _scrub_value(clean, item, None)
+            _scrub_value(scrubber, item, None)
     elif kind == "kvlist_value":
         for pair in value.kvlist_value.values:
-            _scrub_value(clean, pair.value, pair.key)
+            _scrub_value(scrubber, pair.value, pair.key)
 
 
-def _scrub_message(clean: _TextCleaner, message: Message) -> None:
+def _scrub_message(scrubber: Scrubber, message: Message) -> None:
     """Every attribute, log body and name-like string below ``message``, in place."""
     for field, value in message.ListFields():
         if field.message_type is None:
             if field.type == _STRING and field.name in _TEXT_FIELDS and not field.is_repeated:
-                cleaned = clean(value)
+                cleaned = scrubber.scrub_text_cached(value)
                 if cleaned != value:
                     setattr(message, field.name, cleaned)
             continue
         for item in value if field.is_repeated else (value,):
             if isinstance(item, KeyValue):
-                _scrub_value(clean, item.value, item.key)
+                _scrub_value(scrubber, item.value, item.key)
             elif isinstance(item, AnyValue):
-                _scrub_value(clean, item, None)  # a log record's body
+                _scrub_value(scrubber, item, None)  # a log record's body
             else:
-                _scrub_message(clean, item)
+                _scrub_message(scrubber, item)
 
 
 def _force_service_name(request: Message, signal: str, service_name: str) -> None:
@@ -137,21 +117,15 @@ def _force_service_name(request: Message, signal: str, service_name: str) -> Non
         attributes.add(key="service.name", value=AnyValue(string_value=service_name))
 
 
-_cleaners: dict[int, _TextCleaner] = {}
-
-
 def rewrite_request(
     signal: str, request: Message, service_name: str, scrubber: Scrubber | None = None
 ) -> Message:
-    """``request`` with ``service.name`` forced and every value scrubbed (in place; returned)."""
-    scrubber = scrubber or get_scrubber()
-    clean = _cleaners.get(id(scrubber))
-    if clean is None or clean.scrubber is not scrubber:
-        clean = _cleaners[id(scrubber)] = _TextCleaner(scrubber)
-        while len(_cleaners) > 4:
-            del _cleaners[next(iter(_cleaners))]
+    """``request`` with ``service.name`` forced and every value scrubbed (in place; returned).
+
+    Texts go through ``Scrubber.scrub_text_cached``: browsers repeat their URLs, user agents
+    and span names from session to session."""
     _force_service_name(request, signal, service_name)
-    _scrub_message(clean, request)
+    _scrub_message(scrubber or get_scrubber(), request)
     return request
 
 
@@ -302,11 +276,6 @@ class BrowserTelemetryTunnel:
             )
         except Exception:  # telemetry about telemetry never fails a request
             pass
-
-    @property
-    def dropped(self) -> int:
-        """Requests accepted by the HTTP layer that the forwarder's full queue dropped."""
-        return 0 if self._forwarder is None else int(self._forwarder.dropped)
 
     # --- one request ---------------------------------------------------------------------
 

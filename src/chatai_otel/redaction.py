@@ -50,6 +50,8 @@ REDACTED = "[REDACTED]"
 # Text cut to a length is scrubbed this far past the cut first: a secret that straddles
 # the cut is recognised whole, so no part of it survives (postgresql://app:hunt|er2@db).
 SCRUB_LOOKAHEAD = 4096
+TEXT_CACHE_SIZE = 4096  # scrubbed texts remembered (Scrubber.text_cache), then forgotten at once
+TEXT_CACHE_LENGTH = 2048  # longer texts are scrubbed every time, not remembered
 
 DEFAULT_SECRET_KEYS: tuple[str, ...] = (
     "password",
@@ -201,6 +203,9 @@ class Scrubber:
         )
         # key -> is secret; read directly by the log pipeline's hot loop
         self.key_cache: dict[str, bool] = {}
+        # text -> scrubbed text, for texts that repeat (URLs, SQL, user agents); read
+        # directly by the span encoder's hot loop, through scrub_text_cached elsewhere
+        self.text_cache: dict[str, str] = {}
 
     # --- keys ------------------------------------------------------------------------
 
@@ -239,6 +244,20 @@ class Scrubber:
         if not _TRIGGER.search(text):
             return text
         return _SHAPES.sub(self._replace_shape, self._scrub_pairs(text))
+
+    def scrub_text_cached(self, text: str) -> str:
+        """:meth:`scrub_text`, remembered for texts of at most ``TEXT_CACHE_LENGTH`` characters
+        (a URL costs the scan tens of µs, and telemetry repeats its texts)."""
+        if len(text) > TEXT_CACHE_LENGTH:
+            return self.scrub_text(text)
+        cache = self.text_cache
+        cleaned = cache.get(text)
+        if cleaned is None:
+            cleaned = self.scrub_text(text)
+            if len(cache) >= TEXT_CACHE_SIZE:
+                cache.clear()
+            cache[text] = cleaned
+        return cleaned
 
     def scrub_text_head(self, text: str, keep: int) -> str:
         """The first ``keep`` characters of the scrubbed ``text`` (scrubbed before the cut)."""

@@ -49,7 +49,7 @@ from chatai_otel.otlp_wire import (
     utf8,
     varint,
 )
-from chatai_otel.redaction import get_scrubber, scrub_text
+from chatai_otel.redaction import TEXT_CACHE_LENGTH, get_scrubber, scrub_text
 
 __all__ = [
     "SPAN_RECORD_FIELDS",
@@ -199,11 +199,9 @@ class OtlpSpanEncoder:
     """
 
     _CACHE_LIMIT = 4096
-    _LONG_TEXT = 2048  # longer texts are scrubbed every time, not cached
 
     def __init__(self) -> None:
         self._pairs: dict[tuple[str, Any], bytes] = {}
-        self._texts: dict[str, str] = {}
         self._scrubber = get_scrubber()
         self._names: dict[str, bytes] = {}
         self._scopes: dict[Any, bytes] = {}
@@ -217,7 +215,6 @@ class OtlpSpanEncoder:
         if scrubber is not self._scrubber:  # reconfigured: what was cached is stale
             self._scrubber = scrubber
             self._pairs.clear()
-            self._texts.clear()
         by_scope: dict[Any, list[bytes]] = {}
         encode_span = self._span
         for span in spans:
@@ -330,18 +327,15 @@ class OtlpSpanEncoder:
         return b"".join(out) if tag == b"\x4a" else self._retag(tag, out)
 
     def _scrub_value(self, key: str, value: Any) -> Any:
-        """``Scrubber.scrub_attribute``, with long texts that repeat (SQL statements, URLs,
-        user agents) looked up in a bounded cache instead of scanned on every span."""
+        """``Scrubber.scrub_attribute``, with texts that repeat (SQL statements, URLs, user
+        agents) looked up in the scrubber's bounded cache instead of scanned on every span."""
         scrubber = self._scrubber
-        if type(value) is not str or len(value) > self._LONG_TEXT or scrubber.is_secret_key(key):
+        if type(value) is not str or len(value) > TEXT_CACHE_LENGTH or scrubber.is_secret_key(key):
             return scrubber.scrub_attribute(key, value)
-        texts = self._texts
+        texts = scrubber.text_cache
         cleaned = texts.get(value)
         if cleaned is None:
-            cleaned = scrubber.scrub_text(value)
-            if len(texts) >= self._CACHE_LIMIT:
-                texts.clear()
-            texts[value] = cleaned
+            cleaned = scrubber.scrub_text_cached(value)
         return cleaned
 
     def _retag(self, tag: bytes, encoded_pairs: list[bytes]) -> bytes:
