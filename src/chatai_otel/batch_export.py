@@ -9,21 +9,34 @@ add only their record types and encoders.
 
 The transports stay the SDK's own exporters (retries, backoff, TLS, headers, compression,
 their self-metrics); only the encoding step is ours, and the gRPC stub sends our bytes
-without parsing them again.
+without parsing them again. On an SDK whose send hooks are not the ones
+:mod:`chatai_otel._sdk_compat` knows, a plain gRPC or HTTP client of ours sends them.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import weakref
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from opentelemetry.sdk.resources import Resource
+
+from chatai_otel._sdk_compat import (
+    fast_path_on,
+    grpc_sending_bytes,
+    http_sending_bytes,
+    sdk_processor_metric,
+)
 
 __all__ = [
     "BatchExportQueue",
@@ -53,64 +66,136 @@ class EncodedExporter(Protocol):
 def grpc_encoded_exporter(
     base: Any, method: str, response_type: Any, **kwargs: Any
 ) -> EncodedExporter:
-    """``base`` (an SDK gRPC exporter class) sending our bytes as they are to ``method``."""
-    from opentelemetry.exporter.otlp.proto.grpc import exporter
-
-    # Typed as Any: we override the mixin's protected hooks, which its generics do not describe.
-    mixin: Any = exporter.OTLPExporterMixin
-
-    class _Batch:
-        __slots__ = ("count", "payload")
-
-        def __init__(self, payload: bytes, count: int) -> None:
-            self.payload = payload
-            self.count = count
-
-    class _RawStub:
-        """Like the generated service stub, but the request is already serialized."""
-
-        def __init__(self, channel: Any) -> None:
-            self.Export = channel.unary_unary(
-                method, request_serializer=None, response_deserializer=response_type.FromString
-            )
-
-    class GrpcEncodedExporter(base):  # type: ignore[misc]
-        # The mixin calls _initialize_channel_and_stub() at start and after UNAVAILABLE;
-        # we keep its channel handling and swap in a stub that sends bytes unchanged.
-        def _initialize_channel_and_stub(self) -> None:
-            super()._initialize_channel_and_stub()
-            self._client = _RawStub(self._channel)
-
-        def _translate_data(self, data: Any) -> Any:
-            return data.payload
-
-        def _count_data(self, data: Any) -> int:
-            return int(data.count)
-
-        def export_encoded(self, payload: bytes, count: int) -> bool:
-            result = mixin._export(self, _Batch(payload, count))
-            return bool(result.name == "SUCCESS")
-
-    exporter_object: EncodedExporter = GrpcEncodedExporter(**kwargs)
-    return exporter_object
+    """``base`` (an SDK gRPC exporter class) sending our bytes as they are to ``method``;
+    our own gRPC client where that SDK's send hooks are not the ones we know."""
+    if fast_path_on("encoded gRPC export"):
+        exporter: EncodedExporter = grpc_sending_bytes(base, method, response_type, **kwargs)
+        return exporter
+    return PlainGrpcSender(method, **kwargs)
 
 
 def http_encoded_exporter(base: Any, **kwargs: Any) -> EncodedExporter:
-    """``base`` (an SDK HTTP/protobuf exporter class) posting our bytes through its client."""
+    """``base`` (an SDK HTTP/protobuf exporter class) posting our bytes through its client;
+    our own HTTP client where that SDK's send hooks are not the ones we know."""
+    if fast_path_on("encoded HTTP export"):
+        exporter: EncodedExporter = http_sending_bytes(base, **kwargs)
+        return exporter
+    return PlainHttpSender(**kwargs)
 
-    class HttpEncodedExporter(base):  # type: ignore[misc]
-        def export_encoded(self, payload: bytes, count: int) -> bool:
-            if self._shutdown:
-                return False
-            with self._metrics.export_operation(count) as result:
-                outcome = self._client.export(payload)
-                if not outcome.success:
-                    result.error = outcome.error
+
+_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)  # the SDK exporters' backoff, bounded by the timeout
+
+
+class PlainGrpcSender:
+    """Sends encoded export requests over a gRPC channel of its own (public grpcio API only)."""
+
+    _RETRYABLE = frozenset(("UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "ABORTED"))
+
+    def __init__(
+        self,
+        method: str,
+        *,
+        endpoint: str,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+        insecure: bool | None = None,
+        compression: Any = None,
+        **_: Any,
+    ) -> None:
+        import grpc
+
+        parsed = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        target = f"{parsed.hostname}:{parsed.port or 4317}"
+        secure = parsed.scheme == "https" or insecure is False
+        self._channel = (
+            grpc.secure_channel(target, grpc.ssl_channel_credentials())
+            if secure
+            else grpc.insecure_channel(target)
+        )
+        self._call = self._channel.unary_unary(method)
+        self._metadata = [(key.lower(), value) for key, value in (headers or {}).items()]
+        self._timeout = timeout
+        self._compression = compression
+        self._shutdown = threading.Event()
+
+    def export_encoded(self, payload: bytes, count: int) -> bool:
+        import grpc
+
+        deadline = time.monotonic() + self._timeout
+        for delay in (*_RETRY_DELAYS, None):
+            try:
+                self._call(
+                    payload,
+                    timeout=max(deadline - time.monotonic(), 0.05),
+                    metadata=self._metadata,
+                    compression=self._compression,
+                )
+                return True
+            except grpc.RpcError as error:
+                code = error.code() if callable(getattr(error, "code", None)) else None
+                if getattr(code, "name", "") not in self._RETRYABLE:
                     return False
-            return True
+            if delay is None or time.monotonic() + delay > deadline:
+                return False
+            if self._shutdown.wait(delay):
+                return False
+        return False
 
-    exporter_object: EncodedExporter = HttpEncodedExporter(**kwargs)
-    return exporter_object
+    def shutdown(self) -> None:
+        self._shutdown.set()
+        self._channel.close()
+
+
+class PlainHttpSender:
+    """Posts encoded export requests with the standard library (no SDK internals)."""
+
+    _RETRYABLE = frozenset((408, 429, 502, 503, 504))
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+        compression: Any = None,
+        **_: Any,
+    ) -> None:
+        self._endpoint = endpoint
+        self._headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
+        self._encoding = str(getattr(compression, "value", compression) or "none").lower()
+        if self._encoding in ("gzip", "deflate"):
+            self._headers["Content-Encoding"] = self._encoding
+        self._timeout = timeout
+        self._shutdown = threading.Event()
+
+    def export_encoded(self, payload: bytes, count: int) -> bool:
+        if self._encoding == "gzip":
+            payload = gzip.compress(payload)
+        elif self._encoding == "deflate":
+            payload = zlib.compress(payload)
+        deadline = time.monotonic() + self._timeout
+        for delay in (*_RETRY_DELAYS, None):
+            request = urllib.request.Request(
+                self._endpoint, data=payload, headers=self._headers, method="POST"
+            )
+            try:
+                timeout = max(deadline - time.monotonic(), 0.05)
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    response.read()
+                return True
+            except urllib.error.HTTPError as error:
+                if error.code not in self._RETRYABLE:
+                    return False
+            except OSError:
+                pass  # refused, reset, timed out: try again within the deadline
+            if delay is None or time.monotonic() + delay > deadline:
+                return False
+            if self._shutdown.wait(delay):
+                return False
+        return False
+
+    def shutdown(self) -> None:
+        self._shutdown.set()
 
 
 # --- the queue -------------------------------------------------------------------------
@@ -326,10 +411,8 @@ class _SelfMetrics:
             return
         try:
             from opentelemetry.metrics import Observation
-            from opentelemetry.semconv._incubating.metrics import otel_metrics
 
             signal = queue.signal
-            upper = signal.upper()
             meter = meter_provider.get_meter("chatai_otel")
             attributes = {
                 "otel.component.type": f"batching_{signal}_processor",
@@ -357,20 +440,20 @@ class _SelfMetrics:
                 return callback
 
             meter.create_observable_counter(
-                getattr(otel_metrics, f"OTEL_SDK_PROCESSOR_{upper}_PROCESSED"),
+                sdk_processor_metric(signal, "PROCESSED"),
                 callbacks=[processed],
                 unit=queue.unit,
                 description=f"The number of {queue.noun} for which the processing has finished,"
                 " either successful or failed.",
             )
             meter.create_observable_up_down_counter(
-                getattr(otel_metrics, f"OTEL_SDK_PROCESSOR_{upper}_QUEUE_SIZE"),
+                sdk_processor_metric(signal, "QUEUE_SIZE"),
                 callbacks=[observe(lambda q: q.queued)],
                 unit=queue.unit,
                 description=f"The number of {queue.noun} in the queue of the {signal} processor.",
             )
             meter.create_observable_up_down_counter(
-                getattr(otel_metrics, f"OTEL_SDK_PROCESSOR_{upper}_QUEUE_CAPACITY"),
+                sdk_processor_metric(signal, "QUEUE_CAPACITY"),
                 callbacks=[observe(lambda q: q.capacity)],
                 unit=queue.unit,
                 description=f"The maximum number of {queue.noun} the queue can hold.",

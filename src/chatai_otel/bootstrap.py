@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from chatai_otel._sdk_compat import report_fallbacks
 from chatai_otel.config import ConfigError, Settings, load_settings
 from chatai_otel.logs import configure_logging
 from chatai_otel.sdk import Telemetry, build_telemetry, install_globally, install_process_hooks
@@ -52,6 +53,8 @@ def configure(**overrides: Any) -> Telemetry:
         telemetry = build_telemetry(settings)
         install_globally(telemetry)
         configure_logging(settings, telemetry.logger_provider)
+        if not settings.sdk_disabled:
+            report_fallbacks()  # one line per fast path this SDK release does not allow
         install_process_hooks(telemetry)
         if settings.store_url:
             _install_store(settings, telemetry)

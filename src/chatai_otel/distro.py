@@ -13,9 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
-from opentelemetry.sdk._configuration import _BaseConfigurator
-
+from chatai_otel._sdk_compat import ConfiguratorBase, DistroBase
 from chatai_otel.bootstrap import ConfigError, configure, exit_on_config_error
 from chatai_otel.instrumentations import (
     inactive_libraries,
@@ -36,10 +34,10 @@ REPLACED_INSTRUMENTORS = frozenset({"fastapi", "starlette", "asgi"})
 SKIPPED_INSTRUMENTORS = frozenset({"logging"})
 
 
-class ChatAIDistro(BaseDistro):  # type: ignore[misc]
+class ChatAIDistro(DistroBase):
     """Sets the defaults of our distribution before anything is configured."""
 
-    def _configure(self, **kwargs: Any) -> None:
+    def set_defaults(self) -> None:
         os.environ.setdefault("OTEL_TRACES_EXPORTER", "otlp")
         os.environ.setdefault("OTEL_METRICS_EXPORTER", "otlp")
         os.environ.setdefault("OTEL_LOGS_EXPORTER", "otlp")
@@ -57,10 +55,10 @@ class ChatAIDistro(BaseDistro):  # type: ignore[misc]
         instrument_with_options(entry_point.name, instrumentor(), **options)
 
 
-class ChatAIConfigurator(_BaseConfigurator):
+class ChatAIConfigurator(ConfiguratorBase):
     """Configures the SDK with chatai-otel's settings instead of the stock ones."""
 
-    def _configure(self, **kwargs: Any) -> None:
+    def configure_sdk(self) -> None:
         try:
             configure()
         except ConfigError as error:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, TextIO
 
+from chatai_otel._sdk_compat import fast_paths
 from chatai_otel.config import SIGNALS, ConfigError, Settings, load_settings
 from chatai_otel.forward import ProbeResult, probe
 from chatai_otel.redaction import REDACTED, Scrubber
@@ -362,6 +363,16 @@ def run(stream: TextIO = sys.stdout, *, timeout: float = 2.0) -> int:
     width = max((len(item.name) for item in found), default=0)
     for item in found:
         out(f"  {item.name.ljust(width)}  {'active ' if item.active else 'skipped'}  {item.detail}")
+    out()
+
+    out("Fast paths (SDK internals probed by chatai_otel._sdk_compat)")
+    paths = list(fast_paths().values())
+    width = max((len(path.name) for path in paths), default=0)
+    for path in paths:
+        if path.on:
+            out(f"  {path.name.ljust(width)}  on   uses {path.uses}")
+        else:
+            out(f"  {path.name.ljust(width)}  OFF  {path.reason}: {path.fallback}")
     out()
 
     out("Packages")

@@ -29,24 +29,32 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics._internal.instrument import _Histogram as SdkHistogram
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     HistogramDataPoint,
     Metric,
     MetricsData,
-    PeriodicExportingMetricReader,
     ResourceMetrics,
     ScopeMetrics,
 )
 from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from chatai_otel._sdk_compat import (
+    CollectHookedReader,
+    exemplar,
+    exemplar_filter_name,
+    fast_path_on,
+    is_disabled,
+    meter_provider_resource,
+    meter_readers,
+)
 
 __all__ = ["FastHistogram", "ProducingMetricReader", "request_histogram"]
 
@@ -188,14 +196,12 @@ class FastHistogram:
 
 def _exemplars(point: _Point) -> list[Any]:
     """The bucket exemplars of ``point``, then cleared (the SDK's reservoir resets the same)."""
-    from opentelemetry.sdk.metrics._internal.exemplar import Exemplar
-
     stored = point.exemplars
     if not stored:
         return []
     point.exemplars = None
     return [
-        Exemplar({}, value, at, span_id or None, trace_id or None)
+        exemplar(value, at, span_id or None, trace_id or None)
         for value, at, trace_id, span_id in (e for e in stored if e is not None)
     ]
 
@@ -215,7 +221,7 @@ def _call(ref: weakref.ref[Any], method: str) -> None:
             pass
 
 
-class ProducingMetricReader(PeriodicExportingMetricReader):
+class ProducingMetricReader(CollectHookedReader):
     """The SDK's periodic reader, adding what its :class:`FastHistogram` s hold to each export."""
 
     # How long a fork waits for a collection in flight (an in-memory walk: milliseconds).
@@ -254,18 +260,15 @@ class ProducingMetricReader(PeriodicExportingMetricReader):
     def _after_fork_in_child(self) -> None:
         self._held_for_fork = False
         self._collecting = threading.Lock()
-        self._export_lock = threading.Lock()  # the SDK reader's; the parent's may be held
+        self.renew_export_lock()  # the SDK reader's; the parent's may be held
 
     def add_producer(self, histogram: FastHistogram, resource: Resource) -> None:
         self._producers.append(histogram)
         self._resource = resource
 
-    def _set_collect_callback(self, func: Any) -> None:  # type: ignore[misc]
-        """The provider hands the reader its collect function: ours adds the producers' points
-        (also when the SDK itself has nothing to report)."""
-        if func is None:
-            super()._set_collect_callback(None)
-            return
+    def around_collect(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """The provider's collect function, adding the producers' points (also when the SDK
+        itself has nothing to report)."""
 
         def collect(reader: Any, timeout_millis: float = 10_000) -> MetricsData | None:
             with self._collecting:  # a fork waits for this (see __init__)
@@ -275,14 +278,12 @@ class ProducingMetricReader(PeriodicExportingMetricReader):
                 except Exception:  # never lose the SDK's own metrics over ours
                     return data
 
-        super()._set_collect_callback(collect)  # type: ignore[arg-type]
+        return collect
 
     def _with_producers(self, metrics_data: MetricsData | None) -> MetricsData | None:
         if not self._producers:
             return metrics_data
-        temporality = self._instrument_class_temporality.get(
-            SdkHistogram, AggregationTemporality.CUMULATIVE
-        )
+        temporality = self.histogram_temporality(AggregationTemporality.CUMULATIVE)
         by_scope: dict[InstrumentationScope, list[Metric]] = {}
         for producer in self._producers:
             metric = producer.collect(temporality)
@@ -328,7 +329,7 @@ class _SdkHistogramAdapter:
 
 
 def _exemplar_mode(provider: MeterProvider) -> int:
-    name = type(getattr(provider._sdk_config, "exemplar_filter", None)).__name__
+    name = exemplar_filter_name(provider)
     if name == "AlwaysOffExemplarFilter":
         return _EXEMPLARS_NONE
     if name == "AlwaysOnExemplarFilter":
@@ -349,14 +350,15 @@ def request_histogram(
     """A :class:`FastHistogram` when the provider's only reader can produce it, else the SDK's."""
     provider = meter_provider if meter_provider is not None else metrics.get_meter_provider()
     try:
-        if isinstance(provider, MeterProvider) and not provider._disabled:
-            config = provider._sdk_config
-            # the readers registered now (add_metric_reader() reaches only the consumer)
-            consumer = provider._measurement_consumer
-            readers = list(getattr(consumer, "_reader_storages", provider._metric_readers))
+        if (
+            isinstance(provider, MeterProvider)
+            and not is_disabled(provider)
+            and fast_path_on("request histogram")
+        ):
+            readers = meter_readers(provider)
             if len(readers) == 1 and isinstance(readers[0], ProducingMetricReader):
                 reader = readers[0]
-                limit = reader._instrument_class_cardinality_limit.get(SdkHistogram, 2000)
+                limit = reader.histogram_cardinality_limit(2000)
                 histogram = FastHistogram(
                     name,
                     unit,
@@ -366,7 +368,7 @@ def request_histogram(
                     cardinality_limit=limit,
                     exemplars=_exemplar_mode(provider),
                 )
-                reader.add_producer(histogram, config.resource)
+                reader.add_producer(histogram, meter_provider_resource(provider))
                 return histogram
     except Exception:
         pass

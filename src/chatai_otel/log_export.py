@@ -33,10 +33,15 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from chatai_otel._sdk_compat import (
+    LoggerProvider,
+    LogRecordProcessor,
+    ReadWriteLogRecord,
+    sdk_exporter_class,
+)
 from chatai_otel.batch_export import (
     BatchExportQueue,
     EncodedExporter,
@@ -271,11 +276,10 @@ class OtlpLogEncoder:
 
 def grpc_log_exporter(**kwargs: Any) -> EncodedExporter:
     """The SDK's gRPC log exporter, sending our bytes as they are (no re-encoding)."""
-    from opentelemetry.exporter.otlp.proto.grpc import _log_exporter
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
     return grpc_encoded_exporter(
-        _log_exporter.OTLPLogExporter,
+        sdk_exporter_class("grpc", "logs"),
         "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
         ExportLogsServiceResponse,
         **kwargs,
@@ -284,9 +288,7 @@ def grpc_log_exporter(**kwargs: Any) -> EncodedExporter:
 
 def http_log_exporter(**kwargs: Any) -> EncodedExporter:
     """The SDK's HTTP/protobuf log exporter, posting our bytes through its own client."""
-    from opentelemetry.exporter.otlp.proto.http import _log_exporter
-
-    return http_encoded_exporter(_log_exporter.OTLPLogExporter, **kwargs)
+    return http_encoded_exporter(sdk_exporter_class("http", "logs"), **kwargs)
 
 
 # --- the processor ---------------------------------------------------------------------

@@ -101,10 +101,9 @@ from uuid import UUID
 import orjson
 import structlog
 from opentelemetry import trace
-from opentelemetry.instrumentation.log_utils import std_to_otel
-from opentelemetry.sdk._logs import LoggerProvider
 
 from chatai_otel import context
+from chatai_otel._sdk_compat import CURRENT_SPAN_KEY, LoggerProvider
 from chatai_otel.config import ConfigError, Settings
 from chatai_otel.line_writer import LineWriter, stdout_writer
 from chatai_otel.log_export import LogExportProcessor, processor_of
@@ -153,9 +152,11 @@ _CORE_KEYS = frozenset(("timestamp", "level", "logger", "message"))
 
 
 def _severity_number(levelno: int) -> int:
-    if 0 < levelno < logging.DEBUG:
+    """The OTel severity of a stdlib level: DEBUG 5, INFO 9, WARNING 13, ERROR 17, CRITICAL 21;
+    the levels just above each (11, 12, 13...) take its next steps, up to FATAL4 (24)."""
+    if levelno < logging.DEBUG:
         return 1  # TRACE (uvicorn's TRACE is 5)
-    return int(std_to_otel(levelno).value)
+    return min(4 * (levelno // 10) + 1 + min(levelno % 10, 3), 24)
 
 
 _SEVERITY_CACHE: dict[int, int] = {}
@@ -429,21 +430,20 @@ def _safe_repr(value: Any) -> str:
 
 def _span_lookup() -> Callable[[], Any]:
     """The active span, read straight from the context (skips an ABC isinstance check)."""
-    try:
+    key = CURRENT_SPAN_KEY
+    if key is not None:
         from opentelemetry.context import get_current
-        from opentelemetry.trace.propagation import _SPAN_KEY
 
         def current_span() -> Any:
-            span = get_current().get(_SPAN_KEY)
+            span = get_current().get(key)
             return span if span is not None and hasattr(span, "get_span_context") else None
 
         return current_span
-    except ImportError:  # pragma: no cover - a future API without the private key
 
-        def public_lookup() -> Any:
-            return trace.get_current_span()
+    def public_lookup() -> Any:  # an API without the context key we know
+        return trace.get_current_span()
 
-        return public_lookup
+    return public_lookup
 
 
 _current_span = _span_lookup()

@@ -40,9 +40,6 @@ from typing import Any
 
 from opentelemetry import metrics as metrics_api
 from opentelemetry import trace as trace_api
-from opentelemetry._logs import set_logger_provider
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
 from opentelemetry.sdk.metrics import (
     Counter,
     Histogram,
@@ -55,6 +52,7 @@ from opentelemetry.sdk.metrics import (
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricReader,
+    PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -68,6 +66,17 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.version import __version__ as sdk_version
 
+from chatai_otel._sdk_compat import (
+    SDK_EXPORT_LOGGERS,
+    BatchLogRecordProcessor,
+    ConsoleLogRecordExporter,
+    LoggerProvider,
+    accepts,
+    meter_provider_resource,
+    replace_resource_attributes,
+    sdk_exporter_class,
+    set_logger_provider,
+)
 from chatai_otel.config import ExporterSettings, Settings, Signal
 from chatai_otel.fast_metrics import ProducingMetricReader
 from chatai_otel.line_writer import flush_all as flush_log_lines
@@ -165,8 +174,6 @@ def _refresh_process_identity(resources: list[Resource]) -> None:
     Tracers, meters and loggers hold references to these very objects, so
     replacing their attribute map reaches every signal at once.
     """
-    from opentelemetry.attributes import BoundedAttributes
-
     instance_id = str(uuid.uuid4())
     seen: set[int] = set()
     for resource in resources:
@@ -176,7 +183,7 @@ def _refresh_process_identity(resources: list[Resource]) -> None:
         updated = dict(resource.attributes)
         updated["service.instance.id"] = instance_id
         updated["process.pid"] = os.getpid()
-        resource._attributes = BoundedAttributes(attributes=updated, immutable=True)
+        replace_resource_attributes(resource, updated)
 
 
 # --- exporters -------------------------------------------------------------------------
@@ -233,22 +240,14 @@ def _otlp_exporter(
             # log_export.py explain why).
             return grpc_span_exporter(**common)
         if signal_name == "metrics":
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-                OTLPMetricExporter,
-            )
-
-            return OTLPMetricExporter(**common)
+            return sdk_exporter_class("grpc", "metrics")(**common)
         return grpc_log_exporter(**common)
 
     common["compression"] = _compression(settings, grpc=False)
     if signal_name == "traces":
         return http_span_exporter(**common)
     if signal_name == "metrics":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-            OTLPMetricExporter as HttpMetricExporter,
-        )
-
-        return HttpMetricExporter(**common)
+        return sdk_exporter_class("http", "metrics")(**common)
     return http_log_exporter(**common)
 
 
@@ -283,17 +282,7 @@ class _ReportOncePerInterval(logging.Filter):
         return True
 
 
-_EXPORT_LOGGERS = (
-    "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.exporter.otlp.proto.http",
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-    "opentelemetry.exporter.otlp.proto.http._log_exporter",
-    "opentelemetry.sdk._shared_internal",
-    "opentelemetry.sdk.metrics._internal.export",
-    "opentelemetry.sdk.trace.export",
-    "opentelemetry.sdk._logs._internal.export",
-)
+_EXPORT_LOGGERS = SDK_EXPORT_LOGGERS
 
 
 def _rate_limit_export_errors() -> None:
@@ -334,6 +323,18 @@ def _cardinality_limits(limit: int) -> dict[type, int]:
             ObservableGauge,
         )
     }
+
+
+def _reader_limits(limit: int) -> dict[str, Any]:
+    """The reader's cardinality limits (SDK releases before 1.43 keep their fixed 2000)."""
+    if accepts(PeriodicExportingMetricReader.__init__, "cardinality_limits"):
+        return {"cardinality_limits": _cardinality_limits(limit)}
+    return {}
+
+
+def _meter_provider_if_taken(kind: Any, meter_provider: MeterProvider) -> dict[str, Any]:
+    """``meter_provider=`` for SDK classes that count themselves (newer releases)."""
+    return {"meter_provider": meter_provider} if accepts(kind.__init__, "meter_provider") else {}
 
 
 @contextmanager
@@ -486,7 +487,7 @@ def build_telemetry(settings: Settings) -> Telemetry:
                 metric_exporter,
                 export_interval_millis=settings.metric_export_interval * 1000,
                 export_timeout_millis=settings.metric_export_timeout * 1000,
-                cardinality_limits=_cardinality_limits(settings.metric_cardinality_limit),
+                **_reader_limits(settings.metric_cardinality_limit),
             )
         )
     meter_provider = MeterProvider(
@@ -517,12 +518,14 @@ def build_telemetry(settings: Settings) -> Telemetry:
                 schedule_delay_millis=batch.schedule_delay * 1000,
                 max_export_batch_size=batch.max_export_batch_size,
                 export_timeout_millis=batch.export_timeout * 1000,
-                meter_provider=meter_provider,
+                **_meter_provider_if_taken(BatchSpanProcessor, meter_provider),
             )
         tracer_provider.add_span_processor(span_processor)
 
     logger_provider = LoggerProvider(
-        resource=resource, shutdown_on_exit=False, meter_provider=meter_provider
+        resource=resource,
+        shutdown_on_exit=False,
+        **_meter_provider_if_taken(LoggerProvider, meter_provider),
     )
     batch = settings.log_batch
     if settings.logs_exporter == "otlp":
@@ -545,7 +548,7 @@ def build_telemetry(settings: Settings) -> Telemetry:
                 schedule_delay_millis=batch.schedule_delay * 1000,
                 max_export_batch_size=batch.max_export_batch_size,
                 export_timeout_millis=batch.export_timeout * 1000,
-                meter_provider=meter_provider,
+                **_meter_provider_if_taken(BatchLogRecordProcessor, meter_provider),
             )
         logger_provider.add_log_record_processor(log_processor)
     telemetry.tracer_provider = tracer_provider
@@ -585,7 +588,7 @@ def _after_fork_in_child(telemetry: Telemetry) -> None:
         if telemetry.logger_provider is not None:
             resources.append(telemetry.logger_provider.resource)
         if telemetry.meter_provider is not None:
-            resources.append(telemetry.meter_provider._sdk_config.resource)
+            resources.append(meter_provider_resource(telemetry.meter_provider))
         _refresh_process_identity(resources)
         telemetry._lock = threading.Lock()
     except Exception:

@@ -30,9 +30,9 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from chatai_otel._sdk_compat import SUPPRESS_INSTRUMENTATION_KEY
 from chatai_otel.redaction import scrub_text
 from chatai_otel.tracing import FastTracer
 
@@ -84,7 +84,7 @@ def _start(statement: str, context: Any) -> trace.Span | None:
         tracer = _tracer
         if tracer is None or context is None:
             return None
-        if otel_context.get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+        if otel_context.get_value(SUPPRESS_INSTRUMENTATION_KEY):
             return None  # e.g. the health checks' own queries
         base = _attributes_of(context.root_connection.engine)
         name, operation = _name_and_operation(statement, base.get("db.namespace", ""))

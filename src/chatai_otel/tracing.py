@@ -29,11 +29,10 @@ from types import MappingProxyType, TracebackType
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.attributes import _clean_attribute_value
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     INVALID_SPAN_ID,
@@ -47,6 +46,14 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
+from chatai_otel._sdk_compat import (
+    RANDOM_TRACE_ID_FLAG,
+    clean_attribute_value,
+    is_disabled,
+    parent_based_delegates,
+    span_limits,
+    span_processors,
+)
 from chatai_otel.span_export import (
     FLAG_HAS_IS_REMOTE,
     FLAG_IS_REMOTE,
@@ -60,7 +67,7 @@ __all__ = ["FastSpan", "FastTracer"]
 # trace flags by (sampled, random trace id)
 _FLAGS = {
     (sampled, random): TraceFlags(
-        (TraceFlags.SAMPLED if sampled else 0) | (TraceFlags.RANDOM_TRACE_ID if random else 0)
+        (TraceFlags.SAMPLED if sampled else 0) | (RANDOM_TRACE_ID_FLAG if random else 0)
     )
     for sampled in (False, True)
     for random in (False, True)
@@ -139,7 +146,7 @@ class FastSpan(trace.Span):
         if not key or type(key) is not str:
             self._dropped_attributes += 1
             return
-        value = _clean_attribute_value(value, self._limits.max_attribute_length)
+        value = clean_attribute_value(value, self._limits.max_attribute_length)
         attributes = self._attributes
         if key in attributes:
             del attributes[key]
@@ -340,7 +347,7 @@ class FastSpan(trace.Span):
             if (limit is not None and len(cleaned) >= limit) or not key or type(key) is not str:
                 dropped += 1
                 continue
-            cleaned[key] = _clean_attribute_value(value, max_length)
+            cleaned[key] = clean_attribute_value(value, max_length)
         return cleaned, dropped
 
     def _dropped_counts(self) -> tuple[int, int, int] | None:
@@ -378,7 +385,7 @@ class _Setup:
         self.processors = processors
         self.processor: SpanExportProcessor | None = None
         self.scope = scope
-        self.limits = provider._span_limits
+        self.limits = span_limits(provider)
         self.sampler = provider.sampler
         generator = provider.id_generator
         self.ids = None if type(generator) is RandomIdGenerator else generator
@@ -387,7 +394,7 @@ class _Setup:
         ours = processor_of(provider)
         if (
             ours is not None
-            and not getattr(provider, "_disabled", False)
+            and not is_disabled(provider)
             and isinstance(processors, tuple)
             and len(processors) == 1
             and processors[0] is ours
@@ -399,14 +406,7 @@ def _sampling_mode(sampler: Any) -> int:
     """Decisions we can take without calling the sampler (always_on, parentbased_always_on)."""
     if sampler is ALWAYS_ON:
         return _ALWAYS
-    if (
-        type(sampler) is ParentBased
-        and sampler._root is ALWAYS_ON
-        and sampler._remote_parent_sampled is ALWAYS_ON
-        and sampler._local_parent_sampled is ALWAYS_ON
-        and sampler._remote_parent_not_sampled is ALWAYS_OFF
-        and sampler._local_parent_not_sampled is ALWAYS_OFF
-    ):
+    if parent_based_delegates(sampler) == (ALWAYS_ON, ALWAYS_ON, ALWAYS_ON, ALWAYS_OFF, ALWAYS_OFF):
         return _PARENT_OR_ALWAYS
     return _ASK
 
@@ -427,9 +427,8 @@ class FastTracer(trace.Tracer):
         provider = self._explicit if self._explicit is not None else trace.get_tracer_provider()
         if type(provider) is not TracerProvider and not isinstance(provider, TracerProvider):
             return None
-        try:
-            processors = provider._active_span_processor._span_processors
-        except AttributeError:
+        processors = span_processors(provider)
+        if processors is None:
             return None
         setup = self._setup
         if setup is None or processors is not setup.processors or provider is not self._provider:
