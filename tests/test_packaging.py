@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "src" / "chatai_otel"
@@ -115,6 +116,36 @@ def test_zero_x_dependencies_have_an_upper_bound() -> None:
         r for r in requirements if re.search(r">=\s*0\.", r) and not re.search(r"<\s*\d", r)
     ]
     assert unbounded == []
+
+
+def test_the_lowest_constraints_are_the_lower_bounds_of_the_opentelemetry_pins() -> None:
+    """``./dev test --lowest`` must install exactly the releases pyproject.toml promises."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = list(project["dependencies"])
+    for more in project["optional-dependencies"].values():
+        requirements += more
+    floors = {
+        _name(r): re.search(r">=\s*([\w.]+)", r).group(1)  # type: ignore[union-attr]
+        for r in requirements
+        if _name(r).startswith("opentelemetry-")
+    }
+    lines = (ROOT / "constraints" / "opentelemetry-lowest.txt").read_text().splitlines()
+    pinned = dict(line.split("==") for line in lines if line.strip() and not line.startswith("#"))
+    for name, floor in floors.items():
+        lowest = Version(pinned[name])
+        assert lowest >= Version(floor) and lowest.release[:2] == Version(floor).release[:2], (
+            name,
+            floor,
+            lowest,
+        )
+    # every OpenTelemetry distribution installed is pinned (transitive ones too)
+    installed = {
+        dist.metadata["Name"].lower().replace("_", "-") for dist in metadata.distributions()
+    }
+    otel = {name for name in installed if name.startswith("opentelemetry-")}
+    # (newer releases split two packages out of the exporters; 1.40 has neither)
+    newer_only = {"opentelemetry-exporter-http-transport", "opentelemetry-exporter-otlp-common"}
+    assert otel - set(pinned) - newer_only == set()
 
 
 def test_every_metric_name_comes_from_metric_names() -> None:

@@ -65,6 +65,7 @@ __all__ = [
     "set_logger_provider",
     "span_limits",
     "span_processors",
+    "trace_ids_are_random",
 ]
 
 _log = logging.getLogger("chatai_otel")
@@ -332,6 +333,12 @@ def span_processors(provider: TracerProvider) -> tuple[Any, ...] | None:
     except AttributeError:
         return None
     return processors if isinstance(processors, tuple) else None
+
+
+def trace_ids_are_random(generator: object) -> bool:
+    """Whether the id generator says its trace ids are random (W3C level 2; newer SDKs ask)."""
+    asks = getattr(generator, "is_trace_id_random", None)
+    return bool(asks()) if callable(asks) else False
 
 
 def is_disabled(provider: object) -> bool:

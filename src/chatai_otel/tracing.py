@@ -53,6 +53,7 @@ from chatai_otel._sdk_compat import (
     parent_based_delegates,
     span_limits,
     span_processors,
+    trace_ids_are_random,
 )
 from chatai_otel.span_export import (
     FLAG_HAS_IS_REMOTE,
@@ -389,7 +390,7 @@ class _Setup:
         self.sampler = provider.sampler
         generator = provider.id_generator
         self.ids = None if type(generator) is RandomIdGenerator else generator
-        self.random_ids = bool(generator.is_trace_id_random())
+        self.random_ids = trace_ids_are_random(generator)
         self.mode = _sampling_mode(self.sampler)
         ours = processor_of(provider)
         if (
@@ -471,7 +472,7 @@ class FastTracer(trace.Tracer):
         if parent.is_valid:
             trace_id = parent.trace_id
             parent_context: SpanContext | None = parent
-            random_trace_id = parent.trace_flags.random_trace_id
+            random_trace_id = bool(parent.trace_flags & RANDOM_TRACE_ID_FLAG)
         else:
             trace_id = ids.generate_trace_id() if ids is not None else getrandbits(128)
             parent_context = None
