@@ -1,7 +1,7 @@
 """µs per business event on the calling path: chatai-otel's emit against the seed's way.
 
 Arms, interleaved round by round in one child process that exports over OTLP/gRPC
-to a receiver running in its own process (``python -m chatai_otel.receiver``):
+to a receiver running in its own process (``python -m chatai_otel.testing.receiver``):
 
 * ``emit`` in a request span (a server span as the web layer opens it): span event + counter + JSON log line (to a file) and
   OTLP log record + store enqueue. The store is a stand-in for issue 6's durable
@@ -9,7 +9,7 @@ to a receiver running in its own process (``python -m chatai_otel.receiver``):
 * ``await log_event`` in a request span, the same sink.
 * ``emit`` with no active span: the event gets a short span of its own.
 * ``emit`` in a span on a thread with no event loop (a sync worker): its stdout lines are
-  written one by one, at once (``chatai_otel.line_writer``).
+  written one by one, at once (``chatai_otel.logs.line_writer``).
 * the seed's way: one JSON log line through stdlib ``logging`` to a file, then a new
   SQLAlchemy session, one INSERT and a COMMIT per event into the real PostgreSQL at
   127.0.0.1:5432 (database ``test``, a table of its own, dropped at the end). Fewer
@@ -18,7 +18,7 @@ to a receiver running in its own process (``python -m chatai_otel.receiver``):
 Each call is timed on its own (``perf_counter_ns``); the request spans around every
 ten events are not part of the figure. The arms of ours run on an asyncio event loop,
 as a FastAPI request handler does (so stdout lines are batched on the loop,
-``chatai_otel.line_writer``), yielding to it between requests. After the run the
+``chatai_otel.logs.line_writer``), yielding to it between requests. After the run the
 receiver's ``/counts`` say how much telemetry arrived.
 
 ``./dev bench events [--events N] [--seed-events M] [--rounds R]``
@@ -171,11 +171,12 @@ class QueueSink:
 
 def _child(args: argparse.Namespace) -> None:
     import chatai_otel
-    from chatai_otel import EventType, events
-    from chatai_otel.records import set_sink
+    from chatai_otel import EventType
+    from chatai_otel.store.records import set_sink
+    from chatai_otel.tracking import events
 
     telemetry = chatai_otel.configure()
-    from chatai_otel.tracing import FastTracer
+    from chatai_otel.export.cheap_spans import FastTracer
 
     # The request span is what the web layer opens for a request: a FastSpan.
     tracer = FastTracer("chatai_otel.web")

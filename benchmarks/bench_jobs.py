@@ -2,7 +2,7 @@
 
 Arms, interleaved round by round in one child process configured with
 ``import chatai_otel.setup`` and exporting over OTLP/gRPC to a receiver in its
-own process (``python -m chatai_otel.receiver``), against the real Redis at
+own process (``python -m chatai_otel.testing.receiver``), against the real Redis at
 127.0.0.1:6379 (a list of its own, deleted at the end):
 
 * ``bare``: LPUSH of the JSON job, then BRPOP and ``json.loads`` — no telemetry
@@ -113,7 +113,7 @@ def _child(args: argparse.Namespace) -> None:
     from opentelemetry.instrumentation.utils import suppress_instrumentation
 
     from chatai_otel import context
-    from chatai_otel.propagation import consuming, producing
+    from chatai_otel.integrations.jobs import consuming, producing
 
     client = redis.Redis(host="127.0.0.1", port=6379)
     key = f"bench:jobs:{uuid.uuid4().hex}"

@@ -5,7 +5,7 @@ Alternatives, each in its own fresh process, rounds interleaved:
 (a) seed    -- the seed's StructuredFormatter through stdlib logging to a file
 (b) ours    -- chatai-otel, JSON lines to a file only (no stdout, no export)
 (c) ours+otlp -- chatai-otel, JSON lines to a file plus OTLP/gRPC export to a local
-               receiver running in its own process (``python -m chatai_otel.receiver``)
+               receiver running in its own process (``python -m chatai_otel.testing.receiver``)
 (d) stock   -- opentelemetry-instrumentation-logging's handler (SDK BatchLogRecordProcessor,
                OTLP/gRPC exporter) plus the seed's JSON file handler
 (e) as (c), but the lines come from a stdlib logger (how uvicorn, SQLAlchemy, httpx log)
@@ -115,7 +115,7 @@ def _child(variant: str, lines: int, path: str, endpoint: str) -> dict[str, Any]
             }
         )
         from chatai_otel import configure, context, get_logger
-        from chatai_otel.log_export import processor_of
+        from chatai_otel.export.logs import processor_of
 
         telemetry = configure()
         processor = processor_of(telemetry.logger_provider)

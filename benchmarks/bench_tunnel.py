@@ -1,7 +1,7 @@
 """What the browser telemetry tunnel costs the backend's own requests.
 
 One server, ``opentelemetry-instrument uvicorn benchmarks.tunnel_app:app`` (a ``/ping`` route
-and :func:`chatai_otel.browser_tunnel.mount_browser_tunnel`, its rate limit lifted), on CPU 0,
+and :func:`chatai_otel.integrations.browser_tunnel.mount_browser_tunnel`, its rate limit lifted), on CPU 0,
 exporting to a counting receiver in its own process. Arms, interleaved round by round:
 
 * ``alone``: ``wrk`` on ``/ping``, nothing else;
@@ -99,8 +99,8 @@ def _post(url: str, rate: float, seconds: float) -> None:
 def _micro(rounds: int = 15, requests: int = 50) -> dict[str, float]:
     """µs per span for decode + rewrite, protobuf and JSON (median of ``rounds``); URLs
     repeated across requests as pages repeat them, and all distinct (the worst case)."""
-    from chatai_otel import otlpjson
-    from chatai_otel.browser_tunnel import decode_request, rewrite_request
+    from chatai_otel.export import otlp_json as otlpjson
+    from chatai_otel.integrations.browser_tunnel import decode_request, rewrite_request
 
     def bodies_of(distinct: bool, encode: Any, first: int = 1) -> list[bytes]:
         return [encode(browser_request(first + i, distinct=distinct)) for i in range(requests)]

@@ -391,7 +391,7 @@ def _server_spans(count: int) -> list[object]:
 
 def print_export_scrubbing(rounds: int = 15, batches: int = 20) -> None:
     """µs per span that attribute scrubbing adds to encoding a batch (export thread)."""
-    from chatai_otel.span_export import OtlpSpanEncoder
+    from chatai_otel.export.spans import OtlpSpanEncoder
 
     spans = _server_spans(512)
     scrubbing, plain = OtlpSpanEncoder(), OtlpSpanEncoder()

@@ -1,4 +1,4 @@
-"""The counting OTLP receiver (``python -m chatai_otel.receiver``) in a process of its own,
+"""The counting OTLP receiver (``python -m chatai_otel.testing.receiver``) in a process of its own,
 for every benchmark: its work stays off the measured interpreter."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 def receiver_process(prefix: Sequence[str] = ()) -> Iterator[dict[str, int]]:
     """The receiver's ``{"grpc_port", "http_port"}``; ``prefix`` wraps the command (taskset)."""
     proc = subprocess.Popen(
-        [*prefix, sys.executable, "-m", "chatai_otel.receiver"],
+        [*prefix, sys.executable, "-m", "chatai_otel.testing.receiver"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from chatai_otel.browser_tunnel import mount_browser_tunnel
+from chatai_otel.integrations.browser_tunnel import mount_browser_tunnel
 
 app = FastAPI()
 mount_browser_tunnel(app, rate_limit=1e9, burst=10**9)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chatai_otel.receiver import OTLPReceiver
+from chatai_otel.testing.receiver import OTLPReceiver
 from logs_support import make_pipeline  # noqa: F401  (a fixture, for test_logs*.py)
 
 TESTS = Path(__file__).parent

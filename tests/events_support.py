@@ -8,7 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
-from chatai_otel.receiver import OTLPReceiver, ReceivedMetricPoint
+from chatai_otel.testing.receiver import OTLPReceiver, ReceivedMetricPoint
 from conftest import APPS, telemetry_env
 
 APP = APPS / "events_app.py"

@@ -13,9 +13,9 @@ import pytest
 
 from chatai_otel import context
 from chatai_otel.config import load_settings
-from chatai_otel.logs import configure_logging, reset_logging
-from chatai_otel.receiver import OTLPReceiver, ReceivedLog
-from chatai_otel.sdk import Telemetry, build_telemetry
+from chatai_otel.logs.pipeline import configure_logging, reset_logging
+from chatai_otel.providers import Telemetry, build_telemetry
+from chatai_otel.testing.receiver import OTLPReceiver, ReceivedLog
 
 
 class Harness:

@@ -13,8 +13,8 @@ from typing import Any
 
 import psycopg
 
-from chatai_otel.records import ErrorRecord, EventRecord, new_event_id
-from chatai_otel.store import DurableStore
+from chatai_otel.store.records import ErrorRecord, EventRecord, new_event_id
+from chatai_otel.store.writer import DurableStore
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_DSN = f"host={PG_HOST} port={PG_PORT} dbname=test user=postgres"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chatai_otel.receiver import OTLPReceiver
+from chatai_otel.testing.receiver import OTLPReceiver
 from conftest import APPS, telemetry_env
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)

@@ -17,9 +17,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValu
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from chatai_otel import otlpjson
-from chatai_otel.browser_tunnel import TokenBuckets, rewrite_request, unpack
-from chatai_otel.receiver import OTLPReceiver, attributes_of
+from chatai_otel.export import otlp_json as otlpjson
+from chatai_otel.integrations.browser_tunnel import TokenBuckets, rewrite_request, unpack
+from chatai_otel.testing.receiver import OTLPReceiver, attributes_of
 from conftest import AppProcess, bin_path, cors_preflight, free_port, telemetry_env, wait_until
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from chatai_otel.doctor import mask_env, mask_url
+from chatai_otel.cli.doctor import mask_env, mask_url
 from conftest import bin_path, free_port
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)

@@ -31,8 +31,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from chatai_otel.receiver import OTLPReceiver, ReceivedSpan
-from chatai_otel.view import Collected, group_traces
+from chatai_otel.cli.view import Collected, group_traces
+from chatai_otel.testing.receiver import OTLPReceiver, ReceivedSpan
 from conftest import bin_path, free_port
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from chatai_otel import otlpjson
-from chatai_otel.view import Collected, group_traces
+from chatai_otel.cli.view import Collected, group_traces
+from chatai_otel.export import otlp_json as otlpjson
 from conftest import bin_path, free_port
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)

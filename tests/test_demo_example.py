@@ -18,7 +18,7 @@ import psycopg
 import pytest
 import redis
 
-from chatai_otel.receiver import OTLPReceiver
+from chatai_otel.testing.receiver import OTLPReceiver
 from conftest import AppProcess, bin_path, free_port, telemetry_env
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)

@@ -16,7 +16,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Exemplar, Metric, NumberDataPoint, Sum
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from chatai_otel.otlpjson import OTLPJsonWriter, decode, encode, read
+from chatai_otel.export.otlp_json import OTLPJsonWriter, decode, encode, read
 
 TRACE = bytes.fromhex("5b8efff798038103d269b633813fc60c")
 SPAN = bytes.fromhex("eee19b7ec3c1b174")
@@ -147,7 +147,7 @@ def test_the_replay_config_reads_what_the_demo_writes():
 
     import yaml
 
-    from chatai_otel.otlpjson import FILE_NAMES
+    from chatai_otel.export.otlp_json import FILE_NAMES
     from collector_support import load_yaml
 
     root = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import pytest
 
 from chatai_otel import ErrorCategory, ErrorSeverity, track_error
 from chatai_otel import metric_names as names
-from chatai_otel.errors import ErrorReport, error_tracker, fingerprint
+from chatai_otel.tracking.errors import ErrorReport, error_tracker, fingerprint
 from events_support import last_points, run_scenario, stdout_lines
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
@@ -93,7 +93,7 @@ def test_errors_arrive_on_the_span_counter_and_log(receiver):
 
 async def test_error_record_goes_to_the_store_and_await_works():
     from chatai_otel import context
-    from chatai_otel.records import ErrorRecord, set_sink
+    from chatai_otel.store.records import ErrorRecord, set_sink
 
     class ListSink:
         def __init__(self) -> None:

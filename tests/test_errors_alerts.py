@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from chatai_otel.alerts import AlertNotifier
+from chatai_otel.tracking.alerts import AlertNotifier
 from conftest import APPS, telemetry_env
 from events_support import last_points, run_scenario, stdout_lines
 

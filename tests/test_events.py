@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from chatai_otel import metric_names as names
-from chatai_otel.events import BusinessEvent, EventType, is_audit
+from chatai_otel.tracking.events import BusinessEvent, EventType, is_audit
 from events_support import last_points, run_scenario, stdout_lines
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
@@ -180,8 +180,8 @@ def test_a_million_distinct_values_never_make_more_series_than_the_limit(receive
 @pytest.mark.parametrize("with_store", [False, True])
 async def test_log_event_awaits_the_store_and_emit_only_enqueues(with_store, tmp_path: Path):
     """An in-process sink (a stand-in for issue 6's store) sees each record exactly once."""
-    from chatai_otel import events
-    from chatai_otel.records import EventRecord, set_sink
+    from chatai_otel.store.records import EventRecord, set_sink
+    from chatai_otel.tracking import events
 
     class ListSink:
         def __init__(self) -> None:
@@ -221,8 +221,8 @@ async def test_log_event_awaits_the_store_and_emit_only_enqueues(with_store, tmp
 
 
 async def test_a_failing_store_never_reaches_the_caller():
-    from chatai_otel import events
-    from chatai_otel.records import set_sink
+    from chatai_otel.store.records import set_sink
+    from chatai_otel.tracking import events
 
     class BrokenSink:
         async def put(self, record: Any) -> None:
@@ -240,7 +240,7 @@ async def test_a_failing_store_never_reaches_the_caller():
 
 
 def test_set_sink_rejects_what_is_not_a_sink():
-    from chatai_otel.records import set_sink
+    from chatai_otel.store.records import set_sink
 
     with pytest.raises(TypeError):
         set_sink(object())  # type: ignore[arg-type]
@@ -249,7 +249,7 @@ def test_set_sink_rejects_what_is_not_a_sink():
 def test_event_ids_are_uuid7_unique_and_time_ordered():
     import uuid
 
-    from chatai_otel.records import new_event_id
+    from chatai_otel.store.records import new_event_id
 
     ids = [new_event_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
@@ -263,8 +263,8 @@ def test_event_ids_are_uuid7_unique_and_time_ordered():
 def test_naive_timestamps_and_non_mapping_data_are_kept():
     from datetime import UTC, datetime
 
-    from chatai_otel import events
-    from chatai_otel.records import set_sink
+    from chatai_otel.store.records import set_sink
+    from chatai_otel.tracking import events
 
     sink = RecordList()
     previous = set_sink(sink)
@@ -299,8 +299,8 @@ def test_data_too_long_for_a_log_line_stays_whole_and_scrubbed_on_span_and_recor
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from chatai_otel import events
-    from chatai_otel.records import set_sink
+    from chatai_otel.store.records import set_sink
+    from chatai_otel.tracking import events
 
     class Client:
         def __repr__(self) -> str:

@@ -8,8 +8,8 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanContext, TraceFlags
 
-from chatai_otel.asgi import DURATION_BUCKETS
-from chatai_otel.fast_metrics import FastHistogram, ProducingMetricReader, request_histogram
+from chatai_otel.export.histograms import FastHistogram, ProducingMetricReader, request_histogram
+from chatai_otel.integrations.asgi import DURATION_BUCKETS
 
 VALUES = [0.0, 0.004, 0.005, 0.0051, 0.1, 0.75, 3.0, 10.0, 11.0, 0.005]
 ATTRIBUTES = {"http.request.method": "GET", "http.route": "/x", "http.response.status_code": 200}

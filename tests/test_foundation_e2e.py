@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from chatai_otel.receiver import OTLPReceiver, ReceivedSpan
+from chatai_otel.testing.receiver import OTLPReceiver, ReceivedSpan
 from conftest import APPS, bin_path, free_port, telemetry_env, wait_until
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)

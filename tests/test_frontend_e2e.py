@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from tools import frontend
 
-from chatai_otel.receiver import OTLPReceiver, ReceivedSpan
+from chatai_otel.testing.receiver import OTLPReceiver, ReceivedSpan
 from conftest import AppProcess, free_port, telemetry_env, wait_until
 from example_support import example_apps
 

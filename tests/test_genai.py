@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from genai_prices import Usage, calc_price
 
-from chatai_otel import genai
 from chatai_otel import metric_names as names
+from chatai_otel.tracking import genai
 from events_support import last_points, run_scenario
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
@@ -174,7 +174,7 @@ def test_prices_load_in_a_configured_process_only():
 
     names = "names = lambda: sorted(t.name for t in threading.enumerate())\n"
     before = (
-        "import threading, chatai_otel, chatai_otel.genai\n" + names
+        "import threading, chatai_otel, chatai_otel.tracking.genai\n" + names
         + "print('IMPORTED', names())\n"
         "chatai_otel.configure()\n"
         "print('CONFIGURED', names())\n"
@@ -183,7 +183,7 @@ def test_prices_load_in_a_configured_process_only():
         "import threading, chatai_otel\n" + names
         + "chatai_otel.configure()\n"
         "print('CONFIGURED', names())\n"
-        "import chatai_otel.genai\n"
+        "import chatai_otel.tracking.genai\n"
         "print('IMPORTED', names())\n"
     )  # fmt: skip
     for script in (before, after):

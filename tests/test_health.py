@@ -30,14 +30,14 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatai_otel import CheckOutcome, HealthChecker, HealthStatus, health_router
 from chatai_otel.config import ConfigError, load_settings
-from chatai_otel.health import (
+from chatai_otel.health.checks import (
     CHECK_ATTRIBUTE,
     DURATION_METRIC,
     REQUIRED_ATTRIBUTE,
     STATUS_METRIC,
 )
-from chatai_otel.receiver import OTLPReceiver
-from chatai_otel.sdk import build_telemetry
+from chatai_otel.providers import build_telemetry
+from chatai_otel.testing.receiver import OTLPReceiver
 from conftest import APPS, bin_path, free_port, telemetry_env
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)

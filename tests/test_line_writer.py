@@ -1,4 +1,4 @@
-"""Log lines for the process's stdout, written by a background thread (chatai_otel.line_writer).
+"""Log lines for the process's stdout, written by a background thread (chatai_otel.logs.line_writer).
 
 Real processes and real pipes: what arrives on the other end of the pipe, in what order,
 and when. No line may be lost at a normal exit, at SIGTERM, or at the end of a
@@ -238,7 +238,7 @@ def test_a_signal_handler_that_flushes_never_deadlocks_with_other_writers():
     child = run_child(
         """
         import asyncio, os, signal, sys, threading
-        from chatai_otel.line_writer import flush_all, stdout_writer
+        from chatai_otel.logs.line_writer import flush_all, stdout_writer
 
         sys.__stdout__ = open(os.devnull, "w")
         writer = stdout_writer(0.05)
@@ -287,7 +287,7 @@ def test_a_signal_while_a_full_pipe_holds_a_batch_loses_no_line():
         """
         import asyncio, signal, time
         import chatai_otel
-        from chatai_otel.line_writer import flush_all
+        from chatai_otel.logs.line_writer import flush_all
         chatai_otel.configure()
         log = chatai_otel.get_logger("unit")
 
@@ -327,7 +327,7 @@ def test_one_writer_and_one_thread_however_often_logging_is_configured():
         import asyncio, threading
         import chatai_otel
         from chatai_otel.config import load_settings
-        from chatai_otel.logs import configure_logging
+        from chatai_otel.logs.pipeline import configure_logging
 
         async def main():
             for n in range(20):

@@ -14,13 +14,13 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from chatai_otel.log_export import (
+from chatai_otel.export.logs import (
     LogExportProcessor,
     OtlpLogEncoder,
     grpc_log_exporter,
     http_log_exporter,
 )
-from chatai_otel.receiver import any_value, attributes_of
+from chatai_otel.testing.receiver import any_value, attributes_of
 from conftest import telemetry_env
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)

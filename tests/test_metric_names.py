@@ -25,7 +25,7 @@ import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 
 from chatai_otel import metric_names
-from chatai_otel.receiver import OTLPReceiver
+from chatai_otel.testing.receiver import OTLPReceiver
 from collector_support import (
     ROOT,
     alert_rules,

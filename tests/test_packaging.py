@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "src" / "chatai_otel"
 # Declared, never imported by name: the HTTP exporter is chosen by configuration; the stock
 # FastAPI/ASGI instrumentors are the design's named packages, whose entry points the distro
-# skips in favour of chatai_otel.asgi (distro.REPLACED_INSTRUMENTORS).
+# skips in favour of chatai_otel.integrations.asgi (distro.REPLACED_INSTRUMENTORS).
 PLUGINS = {
     "opentelemetry-exporter-otlp-proto-http",
     "opentelemetry-instrumentation-fastapi",
@@ -195,9 +195,14 @@ def test_import_chatai_otel_is_cheap_and_get_logger_loads_only_the_logging_pipel
     assert done.returncode == 0, done.stderr[-3000:]
     first, second, names, listed = json.loads(done.stdout.strip().splitlines()[-1])
     assert first == ["chatai_otel"]
-    for heavy in ("fastapi", "chatai_otel.web", "chatai_otel.health", "chatai_otel.store"):
+    for heavy in (
+        "fastapi",
+        "chatai_otel.integrations.fastapi",
+        "chatai_otel.health.checks",
+        "chatai_otel.store.writer",
+    ):
         assert heavy not in second, second
-    assert "chatai_otel.logs" in second
+    assert "chatai_otel.logs.pipeline" in second
     import chatai_otel
 
     assert names == sorted(chatai_otel.__all__) and set(chatai_otel.__all__) <= set(listed)

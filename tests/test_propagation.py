@@ -12,7 +12,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from chatai_otel import context
-from chatai_otel.propagation import CARRIER_KEY, consuming, extract, inject, job_log_context
+from chatai_otel.integrations.jobs import CARRIER_KEY, consuming, extract, inject, job_log_context
 from conftest import APPS, telemetry_env
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)

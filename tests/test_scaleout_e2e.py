@@ -42,7 +42,7 @@ from tools.scaleout import (
 )
 from tools.stack import Ports, Stack
 
-from chatai_otel.receiver import OTLPReceiver
+from chatai_otel.testing.receiver import OTLPReceiver
 from conftest import APPS, free_port, telemetry_env, wait_until
 from example_support import example_apps, run_workload
 

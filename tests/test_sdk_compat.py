@@ -214,10 +214,10 @@ print(json.dumps({name: [path.on, path.reason] for name, path in _sdk_compat.fas
 sys.stdout.flush()
 
 import chatai_otel
-from chatai_otel.batch_export import PlainGrpcSender, PlainHttpSender
-from chatai_otel.fast_metrics import request_histogram
-from chatai_otel.span_export import processor_of
-from chatai_otel.tracing import FastTracer
+from chatai_otel.export.queue import PlainGrpcSender, PlainHttpSender
+from chatai_otel.export.histograms import request_histogram
+from chatai_otel.export.spans import processor_of
+from chatai_otel.export.cheap_spans import FastTracer
 from opentelemetry import trace
 
 telemetry = chatai_otel.configure()

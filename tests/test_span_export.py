@@ -31,15 +31,15 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from chatai_otel.receiver import attributes_of
-from chatai_otel.redaction import get_scrubber
-from chatai_otel.span_export import (
+from chatai_otel.export.spans import (
     SPAN_RECORD_FIELDS,
     OtlpSpanEncoder,
     SpanExportProcessor,
     grpc_span_exporter,
     http_span_exporter,
 )
+from chatai_otel.redaction import get_scrubber
+from chatai_otel.testing.receiver import attributes_of
 from conftest import free_port, telemetry_env
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
@@ -177,9 +177,9 @@ def test_encoder_reads_back_like_the_sdk_encoder(specs):
 
 
 def test_both_span_record_producers_fill_the_named_fields():
-    """record_of (SDK spans) and chatai_otel.tracing (our own spans) build the same tuple."""
-    from chatai_otel.span_export import record_of
-    from chatai_otel.tracing import FastTracer
+    """record_of (SDK spans) and chatai_otel.export.cheap_spans (our own spans) build the same tuple."""
+    from chatai_otel.export.cheap_spans import FastTracer
+    from chatai_otel.export.spans import record_of
 
     sdk = record_of(_sdk_spans([({"a": 1}, None, SpanKind.SERVER, "unset", False, False)])[0])
     provider = TracerProvider()

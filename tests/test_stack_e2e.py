@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from tools import binaries, frontend
 from tools.stack import Options, Ports, Stack, read_alerts
 
-from chatai_otel.receiver import OTLPReceiver
+from chatai_otel.testing.receiver import OTLPReceiver
 from collector_support import (
     COLLECTOR,
     alert_rules,

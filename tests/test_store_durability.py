@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from chatai_otel.store import DurableStore, create_tables
+from chatai_otel.store.writer import DurableStore, create_tables
 from conftest import APPS
 from store_support import TcpProxy, event, pg_schema, pg_url, query
 

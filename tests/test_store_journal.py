@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from chatai_otel import journal as journal_module
-from chatai_otel.journal import HEADER, Journal, open_journals
+from chatai_otel.store import journal as journal_module
+from chatai_otel.store.journal import HEADER, Journal, open_journals
 
 SEGMENT = 4096
 

@@ -17,9 +17,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import create_engine
 
 from chatai_otel.config import ConfigError, load_settings
-from chatai_otel.receiver import OTLPReceiver
-from chatai_otel.sql import instrument_sqlalchemy, uninstrument_sqlalchemy
-from chatai_otel.store import DurableStore, create_tables
+from chatai_otel.integrations.sql import instrument_sqlalchemy, uninstrument_sqlalchemy
+from chatai_otel.store.writer import DurableStore, create_tables
+from chatai_otel.testing.receiver import OTLPReceiver
 from conftest import APPS, bin_path, telemetry_env
 from store_support import error, event, pg_schema, pg_url, query, wait_durable
 

@@ -27,9 +27,9 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from chatai_otel.span_export import SpanExportProcessor, grpc_span_exporter
+from chatai_otel.export.cheap_spans import FastSpan, FastTracer
+from chatai_otel.export.spans import SpanExportProcessor, grpc_span_exporter
 from chatai_otel.spans import scrub_sdk_span_exceptions
-from chatai_otel.tracing import FastSpan, FastTracer
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatai_otel.receiver import OTLPReceiver, ReceivedSpan
+from chatai_otel.testing.receiver import OTLPReceiver, ReceivedSpan
 from conftest import AppProcess, bin_path, drop_table, free_port, telemetry_env
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)

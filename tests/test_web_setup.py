@@ -9,8 +9,8 @@ import uuid
 import httpx
 import pytest
 
-from chatai_otel.asgi import valid_request_id
-from chatai_otel.instrumentations import LIBRARIES, Library, report_inactive
+from chatai_otel.integrations.asgi import valid_request_id
+from chatai_otel.integrations.instrumentors import LIBRARIES, Library, report_inactive
 from conftest import bin_path, drop_table, free_port, telemetry_env
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
@@ -118,7 +118,7 @@ def test_start_up_line_names_library_version_and_range(receiver, start_app, tmp_
 
 def test_an_absent_library_is_reported_too(monkeypatch, capsys) -> None:
     absent = Library("nosuchlib", "chatai-no-such-library", "chatai-no-such-library >= 1", "x")
-    monkeypatch.setattr("chatai_otel.instrumentations.LIBRARIES", (*LIBRARIES, absent))
+    monkeypatch.setattr("chatai_otel.integrations.instrumentors.LIBRARIES", (*LIBRARIES, absent))
     lines = report_inactive(again=True)
     assert lines == [
         "chatai-no-such-library instrumentation is off: chatai-no-such-library is not installed "

@@ -264,7 +264,7 @@ class Stack:
         if self.options.loki_endpoint is None:
             self._start(
                 "loki-standin",
-                [sys.executable, "-m", "chatai_otel.receiver", "--http-port", str(p.loki)],
+                [sys.executable, "-m", "chatai_otel.testing.receiver", "--http-port", str(p.loki)],
             )
         self.start_jaeger()
         self.start_collector()

@@ -12,27 +12,33 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "BusinessEvent": "chatai_otel.events",
-    "CheckOutcome": "chatai_otel.health",
+    "BusinessEvent": "chatai_otel.tracking.events",
+    "CheckOutcome": "chatai_otel.health.checks",
     "ConfigError": "chatai_otel.config",
-    "ErrorCategory": "chatai_otel.errors",
-    "ErrorSeverity": "chatai_otel.errors",
-    "EventType": "chatai_otel.events",
-    "HealthChecker": "chatai_otel.health",
-    "HealthStatus": "chatai_otel.health",
+    "ErrorCategory": "chatai_otel.tracking.errors",
+    "ErrorSeverity": "chatai_otel.tracking.errors",
+    "EventType": "chatai_otel.tracking.events",
+    "HealthChecker": "chatai_otel.health.checks",
+    "HealthStatus": "chatai_otel.health.checks",
     "Settings": "chatai_otel.config",
-    "Telemetry": "chatai_otel.sdk",
-    "bind_user": "chatai_otel.web",
+    "Telemetry": "chatai_otel.providers",
+    "bind_user": "chatai_otel.integrations.fastapi",
     "configure": "chatai_otel.bootstrap",
     "current": "chatai_otel.bootstrap",
-    "get_audit_logger": "chatai_otel.logs",
-    "get_logger": "chatai_otel.logs",
-    "health_router": "chatai_otel.health",
-    "instrument_app": "chatai_otel.web",
-    "track": "chatai_otel.perf",
-    "track_error": "chatai_otel.errors",
+    "get_audit_logger": "chatai_otel.logs.pipeline",
+    "get_logger": "chatai_otel.logs.pipeline",
+    "health_router": "chatai_otel.health.checks",
+    "instrument_app": "chatai_otel.integrations.fastapi",
+    "track": "chatai_otel.tracking.track",
+    "track_error": "chatai_otel.tracking.errors",
 }
-_SUBMODULES = ("context", "events", "genai", "propagation")
+# public submodules -> where they live
+_SUBMODULES = {
+    "context": "chatai_otel.context",
+    "events": "chatai_otel.tracking.events",
+    "genai": "chatai_otel.tracking.genai",
+    "propagation": "chatai_otel.integrations.jobs",
+}
 
 __all__ = [
     "BusinessEvent",
@@ -63,7 +69,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
-        return importlib.import_module(f"chatai_otel.{name}")
+        return importlib.import_module(_SUBMODULES[name])
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'chatai_otel' has no attribute {name!r}")
@@ -77,13 +83,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from chatai_otel import context, events, genai, propagation
+    from chatai_otel import context
     from chatai_otel.bootstrap import configure, current
     from chatai_otel.config import ConfigError, Settings
-    from chatai_otel.errors import ErrorCategory, ErrorSeverity, track_error
-    from chatai_otel.events import BusinessEvent, EventType
-    from chatai_otel.health import CheckOutcome, HealthChecker, HealthStatus, health_router
-    from chatai_otel.logs import get_audit_logger, get_logger
-    from chatai_otel.perf import track
-    from chatai_otel.sdk import Telemetry
-    from chatai_otel.web import bind_user, instrument_app
+    from chatai_otel.health.checks import CheckOutcome, HealthChecker, HealthStatus, health_router
+    from chatai_otel.integrations import jobs as propagation
+    from chatai_otel.integrations.fastapi import bind_user, instrument_app
+    from chatai_otel.logs.pipeline import get_audit_logger, get_logger
+    from chatai_otel.providers import Telemetry
+    from chatai_otel.tracking import events, genai
+    from chatai_otel.tracking.errors import ErrorCategory, ErrorSeverity, track_error
+    from chatai_otel.tracking.events import BusinessEvent, EventType
+    from chatai_otel.tracking.track import track

@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 from chatai_otel import bootstrap
 from chatai_otel.config import ConfigError, Settings, load_settings
-from chatai_otel.sdk import Telemetry
+from chatai_otel.providers import Telemetry
 
 __all__ = ["PerConfigure", "settings", "telemetry"]
 

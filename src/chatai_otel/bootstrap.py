@@ -15,8 +15,13 @@ from typing import Any
 
 from chatai_otel._sdk_compat import report_fallbacks
 from chatai_otel.config import ConfigError, Settings, load_settings
-from chatai_otel.logs import configure_logging
-from chatai_otel.sdk import Telemetry, build_telemetry, install_globally, install_process_hooks
+from chatai_otel.logs.pipeline import configure_logging
+from chatai_otel.providers import (
+    Telemetry,
+    build_telemetry,
+    install_globally,
+    install_process_hooks,
+)
 
 __all__ = ["ConfigError", "configure", "current", "exit_on_config_error", "when_configured"]
 
@@ -74,7 +79,7 @@ def configure(**overrides: Any) -> Telemetry:
 def _install_store(settings: Settings, telemetry: Telemetry) -> None:
     """Start the durable event store (imported only when configured: it needs SQLAlchemy)."""
     try:
-        from chatai_otel.store import install
+        from chatai_otel.store.writer import install
 
         install(settings, telemetry.add_shutdown_callback)
     except Exception:

@@ -106,11 +106,11 @@ class Settings:
     shutdown_timeout: float = 5.0  # seconds; a dead collector never holds a shutdown longer
     log_level: str = "info"
     log_format: str = "auto"
-    # --- logging (chatai_otel.logs) ---
+    # --- logging (chatai_otel.logs.pipeline) ---
     log_levels: Mapping[str, str] = field(default_factory=dict)  # per-logger overrides
     log_stdout: bool = True  # JSON (or console) lines on stdout
     # seconds a stdout line may wait to be written with others by a background thread;
-    # 0 = each line written on the calling thread (chatai_otel.line_writer)
+    # 0 = each line written on the calling thread (chatai_otel.logs.line_writer)
     log_stdout_interval: float = 0.05
     log_file: str | None = None  # application log (JSON lines), like the seed's api.log
     log_error_file: str | None = None  # records >= ERROR only, like the seed's error.log
@@ -118,13 +118,13 @@ class Settings:
     log_max_value_size: int = 8192  # characters per field value before truncation
     redact_keys: tuple[str, ...] = ()  # extra secret key names for the scrubber
     redact_safe_keys: tuple[str, ...] = ()  # key names never redacted by name
-    # health checks (chatai_otel.health)
+    # health checks (chatai_otel.health.checks)
     health_cache_ttl: float = 2.0  # seconds a check result is reused: a probe storm costs one run
     health_timeout: float = 2.0  # seconds a check may take before it counts as unhealthy
     health_interval: float = 15.0  # seconds between background runs (fresh metrics); 0 = off
     health_disk_threshold: float = 90.0  # disk usage percent above which the system is degraded
     health_memory_threshold: float = 85.0  # memory usage percent above which the system is degraded
-    # web layer (chatai_otel.web): paths kept out of traces, metrics and the access log
+    # web layer (chatai_otel.integrations.fastapi): paths kept out of traces, metrics and the access log
     excluded_urls: tuple[str, ...] = DEFAULT_EXCLUDED_URLS
     access_log: bool = True
     # uvicorn's own "GET /x HTTP/1.1" 200 line beside ours; off: one access line per request

@@ -5,7 +5,7 @@ same :func:`chatai_otel.bootstrap.configure` that ``import chatai_otel.setup``
 uses, so both ways of launching give the same result and never configure
 twice. The distro also passes our options to each instrumentor it loads,
 and replaces the stock FastAPI instrumentation with our lean middleware
-(:func:`chatai_otel.web.enable_auto_instrumentation`).
+(:func:`chatai_otel.integrations.fastapi.enable_auto_instrumentation`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 
 from chatai_otel._sdk_compat import ConfiguratorBase, DistroBase
 from chatai_otel.bootstrap import ConfigError, configure, exit_on_config_error
-from chatai_otel.instrumentations import (
+from chatai_otel.integrations.fastapi import enable_auto_instrumentation
+from chatai_otel.integrations.instrumentors import (
     inactive_libraries,
     instrument_with_options,
     report_inactive,
 )
-from chatai_otel.web import enable_auto_instrumentation
 
 # Per instrumentor, the keyword arguments we pass when opentelemetry-instrument loads it.
 INSTRUMENTOR_OPTIONS: dict[str, dict[str, Any]] = {
@@ -29,7 +29,7 @@ INSTRUMENTOR_OPTIONS: dict[str, dict[str, Any]] = {
 }
 # Instrumentors we replace with our own: the stock ASGI middleware costs ~84 µs per request.
 REPLACED_INSTRUMENTORS = frozenset({"fastapi", "starlette", "asgi"})
-# Instrumentors we never load: chatai_otel.logs already prints and exports every stdlib
+# Instrumentors we never load: chatai_otel.logs.pipeline already prints and exports every stdlib
 # record once; the stock logging instrumentor would add a second exporting root handler.
 SKIPPED_INSTRUMENTORS = frozenset({"logging"})
 

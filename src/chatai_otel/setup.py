@@ -2,7 +2,7 @@
 
 Everything includes the client libraries: SQLAlchemy, Redis and httpx are
 instrumented here, so engines and clients created after this import get spans
-(see :func:`chatai_otel.instrumentations.instrument_libraries`).
+(see :func:`chatai_otel.integrations.instrumentors.instrument_libraries`).
 
 Importing it from many modules is safe: Python imports a module once, and
 :func:`chatai_otel.bootstrap.configure` is idempotent besides. A bad
@@ -20,6 +20,6 @@ except ConfigError as _error:
     raise SystemExit(2) from None
 
 if telemetry.enabled:
-    from chatai_otel.instrumentations import instrument_libraries
+    from chatai_otel.integrations.instrumentors import instrument_libraries
 
     instrument_libraries()

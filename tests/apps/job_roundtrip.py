@@ -14,7 +14,7 @@ import redis
 from opentelemetry import trace
 
 from chatai_otel import context, get_logger
-from chatai_otel.propagation import consuming, producing
+from chatai_otel.integrations.jobs import consuming, producing
 
 log = get_logger("job_roundtrip")
 tracer = trace.get_tracer("job_roundtrip")

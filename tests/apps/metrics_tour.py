@@ -45,7 +45,8 @@ async def tour_web() -> None:
 
 @part("events")
 async def tour_events() -> None:
-    from chatai_otel import BusinessEvent, EventType, events
+    from chatai_otel import BusinessEvent, EventType
+    from chatai_otel.tracking import events
 
     events.emit(BusinessEvent(event_type=EventType.USER_LOGIN, user_id=7))
     await events.log_event(
@@ -57,7 +58,8 @@ async def tour_events() -> None:
 
 @part("ai")
 async def tour_ai() -> None:
-    from chatai_otel import BusinessEvent, EventType, events
+    from chatai_otel import BusinessEvent, EventType
+    from chatai_otel.tracking import events
 
     with tracer.start_as_current_span("chat.reply"):
         await events.log_event(
@@ -107,7 +109,7 @@ async def tour_track() -> None:
 
 @part("health")
 async def tour_health() -> None:
-    from chatai_otel.health import HealthChecker
+    from chatai_otel.health.checks import HealthChecker
 
     checker = HealthChecker()
     checker.add("tour", lambda: True)

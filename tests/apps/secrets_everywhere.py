@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from chatai_otel.receiver import OTLPReceiver
+from chatai_otel.testing.receiver import OTLPReceiver
 
 EXAMPLES, SCHEMA, STDOUT_FILE = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 
@@ -49,8 +49,9 @@ from hypothesis import strategies as st  # noqa: E402
 from opentelemetry import trace  # noqa: E402
 
 import chatai_otel  # noqa: E402
-from chatai_otel import BusinessEvent, ErrorCategory, ErrorSeverity, context, events  # noqa: E402
-from chatai_otel.line_writer import flush_all  # noqa: E402
+from chatai_otel import BusinessEvent, ErrorCategory, ErrorSeverity, context  # noqa: E402
+from chatai_otel.logs.line_writer import flush_all  # noqa: E402
+from chatai_otel.tracking import events  # noqa: E402
 
 telemetry = chatai_otel.configure()
 log = chatai_otel.get_logger("planted")

@@ -19,10 +19,10 @@ import time
 from opentelemetry import trace
 
 import chatai_otel.setup  # noqa: F401
-from chatai_otel import events
-from chatai_otel.errors import ErrorCategory, ErrorSeverity, track_error
-from chatai_otel.events import BusinessEvent, EventType
-from chatai_otel.records import get_sink
+from chatai_otel.store.records import get_sink
+from chatai_otel.tracking import events
+from chatai_otel.tracking.errors import ErrorCategory, ErrorSeverity, track_error
+from chatai_otel.tracking.events import BusinessEvent, EventType
 
 
 async def main(count: int) -> None:

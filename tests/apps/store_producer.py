@@ -17,8 +17,8 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from chatai_otel.records import EventRecord, new_event_id
-from chatai_otel.store import DurableStore
+from chatai_otel.store.records import EventRecord, new_event_id
+from chatai_otel.store.writer import DurableStore
 
 
 async def produce(store: DurableStore, ids_fd: int, run: int, producer: int) -> None:

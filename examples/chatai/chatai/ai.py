@@ -21,7 +21,8 @@ import hashlib
 import math
 from dataclasses import dataclass
 
-from chatai_otel import BusinessEvent, EventType, events, genai, track
+from chatai_otel import BusinessEvent, EventType, track
+from chatai_otel.tracking import events, genai
 
 PROVIDER = "chatai.local"  # gen_ai.provider.name of the stand-in (not a real provider)
 

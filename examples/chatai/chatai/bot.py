@@ -23,8 +23,9 @@ from aiogram.filters import Command, CommandStart
 from aiogram.types import Message
 
 from chatai import ai
-from chatai_otel import EventType, events, get_logger
-from chatai_otel.bot import instrument_dispatcher
+from chatai_otel import EventType, get_logger
+from chatai_otel.tracking import events
+from chatai_otel.integrations.telegram_bot import instrument_dispatcher
 
 log = get_logger("chatai.bot")
 router = Router(name="chatai")

@@ -29,7 +29,7 @@ from chatai_otel import (
     track,
     track_error,
 )
-from chatai_otel.propagation import consuming, producing
+from chatai_otel.integrations.jobs import consuming, producing
 
 log = get_logger("chatai.jobs")
 CHUNK_CHARS = 800

@@ -43,8 +43,8 @@ from chatai_otel import (
     instrument_app,
     track_error,
 )
-from chatai_otel.browser_tunnel import mount_browser_tunnel
-from chatai_otel.web import request_id
+from chatai_otel.integrations.browser_tunnel import mount_browser_tunnel
+from chatai_otel.integrations.fastapi import request_id
 
 log = get_logger("chatai.api")
 MAX_DOCUMENT_BYTES = 2 * 1024 * 1024

@@ -1,0 +1,470 @@
+"""What the span and log export paths share: the bounded queue and its worker thread, the
+transports that send already-encoded requests, and the processors' self-metrics.
+
+Why one piece: both paths must behave the same way in the ways users depend on — the
+calling thread never waits for the network, the queue is bounded and every drop is
+counted, a forked child gets a fresh queue and worker, ``force_flush`` and ``shutdown``
+keep their deadlines. :mod:`chatai_otel.export.spans` and :mod:`chatai_otel.export.logs`
+add only their record types and encoders.
+
+The transports stay the SDK's own exporters (retries, backoff, TLS, headers, compression,
+their self-metrics); only the encoding step is ours, and the gRPC stub sends our bytes
+without parsing them again. On an SDK whose send hooks are not the ones
+:mod:`chatai_otel._sdk_compat` knows, a plain gRPC or HTTP client of ours sends them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import weakref
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
+
+from opentelemetry.sdk.resources import Resource
+
+from chatai_otel._sdk_compat import (
+    fast_path_on,
+    grpc_sending_bytes,
+    http_sending_bytes,
+    sdk_processor_metric,
+)
+
+__all__ = [
+    "BatchExportQueue",
+    "EncodedExporter",
+    "grpc_encoded_exporter",
+    "http_encoded_exporter",
+]
+
+# Diagnostics of the export path: the log pipeline prints these but never exports them
+# (exporting "export failed" over the failing export would loop).
+diagnostics = logging.getLogger("chatai_otel.export")
+
+Item = TypeVar("Item")
+
+
+# --- transports ------------------------------------------------------------------------
+
+
+class EncodedExporter(Protocol):
+    """Sends one already-encoded ``Export*ServiceRequest``."""
+
+    def export_encoded(self, payload: bytes, count: int) -> bool: ...
+
+    def shutdown(self) -> None: ...
+
+
+def grpc_encoded_exporter(
+    base: Any, method: str, response_type: Any, **kwargs: Any
+) -> EncodedExporter:
+    """``base`` (an SDK gRPC exporter class) sending our bytes as they are to ``method``;
+    our own gRPC client where that SDK's send hooks are not the ones we know."""
+    if fast_path_on("encoded gRPC export"):
+        exporter: EncodedExporter = grpc_sending_bytes(base, method, response_type, **kwargs)
+        return exporter
+    return PlainGrpcSender(method, **kwargs)
+
+
+def http_encoded_exporter(base: Any, **kwargs: Any) -> EncodedExporter:
+    """``base`` (an SDK HTTP/protobuf exporter class) posting our bytes through its client;
+    our own HTTP client where that SDK's send hooks are not the ones we know."""
+    if fast_path_on("encoded HTTP export"):
+        exporter: EncodedExporter = http_sending_bytes(base, **kwargs)
+        return exporter
+    return PlainHttpSender(**kwargs)
+
+
+_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)  # the SDK exporters' backoff, bounded by the timeout
+
+
+class PlainGrpcSender:
+    """Sends encoded export requests over a gRPC channel of its own (public grpcio API only)."""
+
+    _RETRYABLE = frozenset(("UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "ABORTED"))
+
+    def __init__(
+        self,
+        method: str,
+        *,
+        endpoint: str,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+        insecure: bool | None = None,
+        compression: Any = None,
+        **_: Any,
+    ) -> None:
+        import grpc
+
+        parsed = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        target = f"{parsed.hostname}:{parsed.port or 4317}"
+        secure = parsed.scheme == "https" or insecure is False
+        self._channel = (
+            grpc.secure_channel(target, grpc.ssl_channel_credentials())
+            if secure
+            else grpc.insecure_channel(target)
+        )
+        self._call = self._channel.unary_unary(method)
+        self._metadata = [(key.lower(), value) for key, value in (headers or {}).items()]
+        self._timeout = timeout
+        self._compression = compression
+        self._shutdown = threading.Event()
+
+    def export_encoded(self, payload: bytes, count: int) -> bool:
+        import grpc
+
+        deadline = time.monotonic() + self._timeout
+        for delay in (*_RETRY_DELAYS, None):
+            try:
+                self._call(
+                    payload,
+                    timeout=max(deadline - time.monotonic(), 0.05),
+                    metadata=self._metadata,
+                    compression=self._compression,
+                )
+                return True
+            except grpc.RpcError as error:
+                code = error.code() if callable(getattr(error, "code", None)) else None
+                if getattr(code, "name", "") not in self._RETRYABLE:
+                    return False
+            if delay is None or time.monotonic() + delay > deadline:
+                return False
+            if self._shutdown.wait(delay):
+                return False
+        return False
+
+    def shutdown(self) -> None:
+        self._shutdown.set()
+        self._channel.close()
+
+
+class PlainHttpSender:
+    """Posts encoded export requests with the standard library (no SDK internals)."""
+
+    _RETRYABLE = frozenset((408, 429, 502, 503, 504))
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        headers: dict[str, str] | None = None,
+        timeout: float = 10.0,
+        compression: Any = None,
+        **_: Any,
+    ) -> None:
+        self._endpoint = endpoint
+        self._headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
+        self._encoding = str(getattr(compression, "value", compression) or "none").lower()
+        if self._encoding in ("gzip", "deflate"):
+            self._headers["Content-Encoding"] = self._encoding
+        self._timeout = timeout
+        self._shutdown = threading.Event()
+
+    def export_encoded(self, payload: bytes, count: int) -> bool:
+        if self._encoding == "gzip":
+            payload = gzip.compress(payload)
+        elif self._encoding == "deflate":
+            payload = zlib.compress(payload)
+        deadline = time.monotonic() + self._timeout
+        for delay in (*_RETRY_DELAYS, None):
+            request = urllib.request.Request(
+                self._endpoint, data=payload, headers=self._headers, method="POST"
+            )
+            try:
+                timeout = max(deadline - time.monotonic(), 0.05)
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    response.read()
+                return True
+            except urllib.error.HTTPError as error:
+                if error.code not in self._RETRYABLE:
+                    return False
+            except OSError:
+                pass  # refused, reset, timed out: try again within the deadline
+            if delay is None or time.monotonic() + delay > deadline:
+                return False
+            if self._shutdown.wait(delay):
+                return False
+        return False
+
+    def shutdown(self) -> None:
+        self._shutdown.set()
+
+
+# --- the queue -------------------------------------------------------------------------
+
+
+class BatchExportQueue(Generic[Item]):
+    """A bounded deque drained by one worker thread that encodes and sends batches.
+
+    Woken because a batch is full, the worker sends full batches only, so a burst leaves in
+    few large requests; the schedule delay sends the rest. Subclasses set the class
+    attributes and give the encoder (:meth:`_new_encoder`).
+    """
+
+    signal = ""  # "span" / "log": names the self-metrics (OTel semantic conventions)
+    noun = "items"  # for diagnostics
+    unit = "{item}"
+    default_schedule_delay = 5.0
+    _attached: ClassVar[weakref.WeakKeyDictionary[Any, Any]]  # provider -> processor, per class
+    resource: Resource | None  # the provider's, on every export
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._attached = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def attached_to(cls, provider: object) -> Self | None:
+        """The processor of this class attached to ``provider`` (None if there is none)."""
+        try:
+            found: Self | None = cls._attached.get(provider)
+            return found
+        except TypeError:  # None, or not weak-referenceable: not an SDK provider
+            return None
+
+    def attach(self, provider: Any) -> None:
+        """Add to ``provider`` (its resource goes on every export) and make it findable."""
+        self.resource = provider.resource
+        self._add_to(provider)
+        type(self)._attached[provider] = self
+
+    def _add_to(self, provider: Any) -> None:
+        """Register with the SDK provider (``add_span_processor`` and the like)."""
+        raise NotImplementedError
+
+    def __init__(
+        self,
+        exporter: EncodedExporter,
+        *,
+        schedule_delay: float | None = None,
+        max_queue_size: int = 2048,
+        max_export_batch_size: int = 512,
+        export_timeout: float = 30.0,
+        meter_provider: Any = None,
+    ) -> None:
+        self._exporter = exporter
+        self._encode = self._new_encoder()
+        self._delay = self.default_schedule_delay if schedule_delay is None else schedule_delay
+        self._max_queue = max_queue_size
+        self._max_batch = max_export_batch_size
+        self._export_timeout = export_timeout
+        self.resource = None
+        self._queue: deque[Item] = deque()
+        self._wake = threading.Event()
+        self._waking = False
+        self._export_lock = threading.Lock()
+        self._shutdown = False
+        self.dropped = 0
+        self.exported = 0
+        self.failed = 0
+        self._last_drop_report = 0.0
+        self._metrics = _SelfMetrics(meter_provider, self)
+        self._worker = self._start_worker()
+        if hasattr(os, "register_at_fork"):
+            reinit = weakref.WeakMethod(self._after_fork)
+            os.register_at_fork(after_in_child=lambda: (m := reinit()) and m())
+
+    def _new_encoder(self) -> Callable[[Sequence[Item], Resource | None], bytes]:
+        """``encode(batch, resource) -> bytes``: one serialized export request."""
+        raise NotImplementedError
+
+    # --- calling thread --------------------------------------------------------------
+
+    def submit(self, item: Item) -> None:
+        """Queue one item; drop (and count) it when the queue is full. Never blocks."""
+        queue = self._queue
+        if len(queue) >= self._max_queue or self._shutdown:
+            self._drop("already_shutdown" if self._shutdown else "queue_full")
+            return
+        queue.append(item)
+        if len(queue) >= self._max_batch and not self._waking:
+            self._waking = True
+            self._wake.set()
+
+    def _drop(self, reason: str = "queue_full") -> None:
+        self.dropped += 1
+        self._metrics.dropped(1, reason)
+        if reason != "queue_full":
+            return
+        now = time.monotonic()
+        if now - self._last_drop_report >= 10.0:
+            self._last_drop_report = now
+            diagnostics.warning(
+                "chatai-otel: %s export queue full (%d %s); %d %s dropped so far",
+                self.signal,
+                self._max_queue,
+                self.noun,
+                self.dropped,
+                self.noun,
+            )
+
+    # --- worker ----------------------------------------------------------------------
+
+    def _start_worker(self) -> threading.Thread:
+        worker = threading.Thread(
+            target=self._run, name=f"chatai-otel-{self.signal}-export", daemon=True
+        )
+        worker.start()
+        return worker
+
+    def _run(self) -> None:
+        while not self._shutdown:
+            woken = self._wake.wait(self._delay)
+            self._wake.clear()
+            self._waking = False
+            if self._shutdown:
+                break
+            # Woken by a full batch: send full batches only (under load, what arrives while
+            # one is sent would otherwise go out in many small requests); on the timer: all.
+            self._export_queued(full_batches_only=woken)
+        self._export_queued()
+
+    def _export_queued(
+        self, deadline: float | None = None, *, full_batches_only: bool = False
+    ) -> bool:
+        """Export what is queued now, batch by batch; False if the deadline passed first."""
+        from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+        with self._export_lock, suppress_instrumentation():
+            queue = self._queue
+            minimum = self._max_batch if full_batches_only else 1
+            while len(queue) >= minimum:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                count = min(len(queue), self._max_batch)
+                batch = [queue.popleft() for _ in range(count)]
+                self._export_batch(batch)
+        return True
+
+    def _export_batch(self, batch: list[Item]) -> None:
+        try:
+            payload = self._encode(batch, self.resource)
+            ok = self._exporter.export_encoded(payload, len(batch))
+        except Exception:
+            diagnostics.exception("chatai-otel: exporting %d %s failed", len(batch), self.noun)
+            ok = False
+        if ok:
+            self.exported += len(batch)
+            self._metrics.processed(len(batch))
+        else:
+            # lost after the exporter's retries: counted like a drop, so that a collector
+            # that is down shows as data lost (error.type=export_failed), not as silence
+            self.failed += len(batch)
+            self._metrics.dropped(len(batch), "export_failed")
+
+    def _after_fork(self) -> None:
+        self._queue = deque()
+        self._wake = threading.Event()
+        self._waking = False
+        self._export_lock = threading.Lock()
+        self._worker = self._start_worker()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Export everything queued so far; False when the deadline passed first."""
+        if self._shutdown:
+            return not self._queue
+        return self._export_queued(deadline=time.monotonic() + timeout_millis / 1000.0)
+
+    def shutdown(self) -> None:
+        """Export what is queued, stop the worker and the exporter."""
+        if self._shutdown:
+            return
+        self._shutdown = True
+        self._wake.set()
+        self._worker.join(self._export_timeout)
+        try:
+            self._exporter.shutdown()
+        except Exception:
+            pass
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def capacity(self) -> int:
+        return self._max_queue
+
+
+class _SelfMetrics:
+    """The semantic-convention self-metrics of a batching processor (drops included):
+    ``otel.sdk.processor.<signal>.processed`` and the queue's size and capacity.
+
+    Counted in plain integers and reported at collection (asynchronous instruments):
+    a synchronous ``Counter.add`` costs ~10-40 µs, and a full queue must make dropping
+    a record cheaper than sending it, not dearer.
+    """
+
+    def __init__(self, meter_provider: Any, queue: BatchExportQueue[Any]) -> None:
+        self._counts: dict[str | None, int] = {}  # error.type (None: processed fine) -> count
+        self._lock = threading.Lock()  # drops come from any thread
+        if meter_provider is None:
+            return
+        try:
+            from opentelemetry.metrics import Observation
+
+            signal = queue.signal
+            meter = meter_provider.get_meter("chatai_otel")
+            attributes = {
+                "otel.component.type": f"batching_{signal}_processor",
+                "otel.component.name": f"chatai_otel_{signal}_processor",
+            }
+            queue_ref = weakref.ref(queue)
+            counts = self._counts
+
+            def processed(_options: Any) -> Iterable[Any]:
+                return [
+                    Observation(
+                        count,
+                        attributes if reason is None else {**attributes, "error.type": reason},
+                    )
+                    for reason, count in list(counts.items())
+                ]
+
+            def observe(
+                get: Callable[[BatchExportQueue[Any]], int],
+            ) -> Callable[..., Iterable[Any]]:
+                def callback(_options: Any) -> Iterable[Any]:
+                    live = queue_ref()
+                    return [] if live is None else [Observation(get(live), attributes)]
+
+                return callback
+
+            meter.create_observable_counter(
+                sdk_processor_metric(signal, "PROCESSED"),
+                callbacks=[processed],
+                unit=queue.unit,
+                description=f"The number of {queue.noun} for which the processing has finished,"
+                " either successful or failed.",
+            )
+            meter.create_observable_up_down_counter(
+                sdk_processor_metric(signal, "QUEUE_SIZE"),
+                callbacks=[observe(lambda q: q.queued)],
+                unit=queue.unit,
+                description=f"The number of {queue.noun} in the queue of the {signal} processor.",
+            )
+            meter.create_observable_up_down_counter(
+                sdk_processor_metric(signal, "QUEUE_CAPACITY"),
+                callbacks=[observe(lambda q: q.capacity)],
+                unit=queue.unit,
+                description=f"The maximum number of {queue.noun} the queue can hold.",
+            )
+        except Exception:
+            diagnostics.debug("chatai-otel: processor self-metrics unavailable", exc_info=True)
+
+    def processed(self, count: int) -> None:
+        with self._lock:
+            self._counts[None] = self._counts.get(None, 0) + count
+
+    def dropped(self, count: int, reason: str) -> None:
+        with self._lock:
+            self._counts[reason] = self._counts.get(reason, 0) + count

@@ -1,0 +1,163 @@
+"""Which libraries we instrument, with which options, and a start-up line for each that cannot be.
+
+The backend talks to PostgreSQL through SQLAlchemy, to Redis, and to OpenAI and
+Telegram through httpx; FastAPI serves it. Redis and httpx use the
+stock OpenTelemetry instrumentors; SQLAlchemy gets our lean statement spans
+(:mod:`chatai_otel.integrations.sql`: no ``connect`` span per pooled checkout, statements
+never carry parameter values) and FastAPI our lean middleware
+(:mod:`chatai_otel.integrations.asgi`), both far cheaper than the stock ones.
+
+An instrumentation that cannot activate — its library is not installed, or
+its version is outside the supported range — is never silent: one log line at
+start-up names the library, the version found and the range supported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
+
+from chatai_otel.logs.pipeline import get_logger
+
+__all__ = [
+    "LIBRARIES",
+    "Library",
+    "inactive_libraries",
+    "instrument_libraries",
+    "instrument_with_options",
+    "report_inactive",
+]
+
+
+@dataclass(frozen=True)
+class Library:
+    """One library we instrument: the distribution, the versions supported, what it gives."""
+
+    entry_point: str  # name in the opentelemetry_instrumentor entry-point group
+    distribution: str
+    requirement: str
+    gives: str
+
+
+# FastAPI's range is ours (the middleware reads scope["route"], set by Starlette's router);
+# the others are the ranges the stock instrumentors declare.
+LIBRARIES: tuple[Library, ...] = (
+    Library("fastapi", "fastapi", "fastapi >= 0.100", "HTTP server spans, metrics, access log"),
+    Library("sqlalchemy", "sqlalchemy", "sqlalchemy >= 1.0.0, < 2.1.0", "database spans"),
+    Library("redis", "redis", "redis >= 2.6", "Redis command spans"),
+    Library("httpx", "httpx", "httpx >= 0.18.0", "outgoing HTTP client spans"),
+)
+
+
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def inactive_libraries() -> list[tuple[Library, str | None]]:
+    """The libraries whose instrumentation cannot activate, with the version found (None: absent)."""
+    result = []
+    for library in LIBRARIES:
+        if get_dependency_conflicts([library.requirement]) is not None:
+            result.append((library, _installed_version(library.distribution)))
+    return result
+
+
+_reported = False
+
+
+def report_inactive(*, again: bool = False) -> list[str]:
+    """Log one line per library that cannot be instrumented (once per process); return the lines."""
+    global _reported
+    if _reported and not again:
+        return []
+    _reported = True
+    log = get_logger("chatai_otel.instrumentations")
+    lines = []
+    for library, found in inactive_libraries():
+        if found is None:
+            line = (
+                f"{library.distribution} instrumentation is off: {library.distribution} is not "
+                f"installed (supported: {library.requirement}); no {library.gives}"
+            )
+            log.info(
+                line,
+                library=library.distribution,
+                version=None,
+                supported=library.requirement,
+            )
+        else:
+            line = (
+                f"{library.distribution} instrumentation is off: {library.distribution} {found} is "
+                f"installed, outside the supported range {library.requirement}; no {library.gives}"
+            )
+            log.warning(
+                line,
+                library=library.distribution,
+                version=found,
+                supported=library.requirement,
+            )
+        lines.append(line)
+    return lines
+
+
+def instrument_with_options(name: str, instrumentor: Any, **kwargs: Any) -> None:
+    """Instrument one library with our options (``kwargs`` from the caller win).
+
+    SQLAlchemy gets our lean statement spans (:mod:`chatai_otel.integrations.sql`) unless
+    ``CHATAI_OTEL_DB_CONNECT_SPANS`` asks for the stock instrumentation and its
+    ``connect`` span per pooled checkout.
+    """
+    from chatai_otel.bootstrap import current
+    from chatai_otel.config import load_settings
+
+    telemetry = current()
+    settings = telemetry.settings if telemetry is not None else load_settings()
+    if name == "sqlalchemy" and not settings.db_connect_spans:
+        from chatai_otel.integrations.sql import instrument_sqlalchemy
+
+        instrument_sqlalchemy()
+        return
+    if getattr(instrumentor, "is_instrumented_by_opentelemetry", False):
+        return
+    instrumentor.instrument(**kwargs)
+
+
+def instrument_libraries() -> None:
+    """For hand-configured processes: instrument SQLAlchemy, Redis and httpx once, and report the rest.
+
+    Under ``opentelemetry-instrument`` the distro does this already; calling it
+    again changes nothing.
+    """
+    inactive = {library.entry_point for library, _found in inactive_libraries()}
+    for library in LIBRARIES:
+        if library.entry_point == "fastapi" or library.entry_point in inactive:
+            continue
+        try:
+            instrumentor = _stock_instrumentor(library.entry_point)
+            instrument_with_options(library.entry_point, instrumentor)
+        except Exception:
+            get_logger("chatai_otel.instrumentations").exception(
+                f"{library.distribution} instrumentation failed to start",
+                library=library.distribution,
+            )
+    report_inactive()
+
+
+def _stock_instrumentor(name: str) -> Any:
+    if name == "sqlalchemy":
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        return SQLAlchemyInstrumentor()
+    if name == "redis":
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        return RedisInstrumentor()
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    return HTTPXClientInstrumentor()
