@@ -50,7 +50,7 @@ from chatai_otel.testing.receiver import OTLPReceiver
 __all__ = ["DemoOptions", "find_example", "run"]
 
 EXAMPLE_ENV = "CHATAI_OTEL_EXAMPLE_DIR"
-_SOURCE_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "chatai"
+_SOURCE_EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "chatai"
 
 
 @dataclass
