@@ -13,7 +13,7 @@ import pytest
 
 from chatai_otel import context
 from chatai_otel.config import load_settings
-from chatai_otel.logs.pipeline import configure_logging, reset_logging
+from chatai_otel.logs.configure import configure_logging, reset_logging
 from chatai_otel.providers import Telemetry, build_telemetry
 from chatai_otel.testing.receiver import OTLPReceiver, ReceivedLog
 

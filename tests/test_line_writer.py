@@ -327,7 +327,7 @@ def test_one_writer_and_one_thread_however_often_logging_is_configured():
         import asyncio, threading
         import chatai_otel
         from chatai_otel.config import load_settings
-        from chatai_otel.logs.pipeline import configure_logging
+        from chatai_otel.logs.configure import configure_logging
 
         async def main():
             for n in range(20):

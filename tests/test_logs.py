@@ -25,7 +25,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from chatai_otel import context, get_audit_logger, get_logger
 from chatai_otel.config import load_settings
 from chatai_otel.export.logs import processor_of
-from chatai_otel.logs.pipeline import StdlibBridge, configure_logging, reset_logging
+from chatai_otel.logs.configure import configure_logging, reset_logging
+from chatai_otel.logs.stdlib_bridge import StdlibBridge
 from chatai_otel.redaction import REDACTED
 
 tracer = TracerProvider().get_tracer("test")
@@ -683,7 +684,7 @@ def test_framework_console_handlers_are_captured_after_dict_config(make_pipeline
     gunicorn = logging.getLogger("gunicorn.error")
     gunicorn.propagate = False
     gunicorn.addHandler(logging.StreamHandler(sys.stderr))
-    from chatai_otel.logs.pipeline import capture_stdlib_logging
+    from chatai_otel.logs.stdlib_bridge import capture_stdlib_logging
 
     capture_stdlib_logging()  # as after fork in a gunicorn worker
     gunicorn.info("Booting worker with pid: %s", 77)

@@ -25,8 +25,8 @@ _EXPORTS = {
     "bind_user": "chatai_otel.integrations.fastapi",
     "configure": "chatai_otel.bootstrap",
     "current": "chatai_otel.bootstrap",
-    "get_audit_logger": "chatai_otel.logs.pipeline",
-    "get_logger": "chatai_otel.logs.pipeline",
+    "get_audit_logger": "chatai_otel.logs.structlog_bridge",
+    "get_logger": "chatai_otel.logs.structlog_bridge",
     "health_router": "chatai_otel.health.checks",
     "instrument_app": "chatai_otel.integrations.fastapi",
     "track": "chatai_otel.tracking.track",
@@ -89,7 +89,7 @@ if TYPE_CHECKING:
     from chatai_otel.health.checks import CheckOutcome, HealthChecker, HealthStatus, health_router
     from chatai_otel.integrations import jobs as propagation
     from chatai_otel.integrations.fastapi import bind_user, instrument_app
-    from chatai_otel.logs.pipeline import get_audit_logger, get_logger
+    from chatai_otel.logs.structlog_bridge import get_audit_logger, get_logger
     from chatai_otel.providers import Telemetry
     from chatai_otel.tracking import events, genai
     from chatai_otel.tracking.errors import ErrorCategory, ErrorSeverity, track_error

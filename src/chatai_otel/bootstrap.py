@@ -15,7 +15,7 @@ from typing import Any
 
 from chatai_otel._sdk_compat import report_fallbacks
 from chatai_otel.config import ConfigError, Settings, load_settings
-from chatai_otel.logs.pipeline import configure_logging
+from chatai_otel.logs.configure import configure_logging
 from chatai_otel.providers import (
     Telemetry,
     build_telemetry,

@@ -58,7 +58,7 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from chatai_otel import metric_names
 from chatai_otel.bootstrap import current
 from chatai_otel.config import Settings, load_settings
-from chatai_otel.logs.pipeline import get_logger
+from chatai_otel.logs.structlog_bridge import get_logger
 from chatai_otel.providers import distro_version
 from chatai_otel.redaction import REDACTED, scrub, scrub_text
 

@@ -40,7 +40,7 @@ from chatai_otel import context as request_context
 from chatai_otel import metric_names
 from chatai_otel.export.cheap_spans import FastSpan, FastTracer
 from chatai_otel.export.histograms import request_histogram
-from chatai_otel.logs.pipeline import get_logger, line_emitter
+from chatai_otel.logs.structlog_bridge import get_logger, line_emitter
 from chatai_otel.providers import tune_gc_after_startup
 from chatai_otel.redaction import REDACTED, scrub_headers, scrub_text
 

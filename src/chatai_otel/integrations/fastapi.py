@@ -35,7 +35,7 @@ from chatai_otel.integrations.asgi import (
     current_request,
     record_exception,
 )
-from chatai_otel.logs.pipeline import get_logger
+from chatai_otel.logs.structlog_bridge import get_logger
 
 __all__ = ["bind_user", "enable_auto_instrumentation", "instrument_app", "request_id"]
 

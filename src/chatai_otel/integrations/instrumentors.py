@@ -20,7 +20,7 @@ from typing import Any
 
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 
-from chatai_otel.logs.pipeline import get_logger
+from chatai_otel.logs.structlog_bridge import get_logger
 
 __all__ = [
     "LIBRARIES",

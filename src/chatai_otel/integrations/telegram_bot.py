@@ -41,7 +41,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from chatai_otel import _process
 from chatai_otel import context as log_context
 from chatai_otel import metric_names as names
-from chatai_otel.logs.pipeline import get_logger
+from chatai_otel.logs.structlog_bridge import get_logger
 from chatai_otel.spans import error_type, record_exception
 from chatai_otel.tracking.errors import ErrorCategory, ErrorSeverity, track_error
 

@@ -39,7 +39,7 @@ from opentelemetry import metrics
 
 from chatai_otel import _process
 from chatai_otel import metric_names as names
-from chatai_otel.logs.pipeline import get_logger
+from chatai_otel.logs.structlog_bridge import get_logger
 
 __all__ = ["AlertNotifier", "get_notifier", "set_notifier"]
 

@@ -37,7 +37,7 @@ from chatai_otel import _process
 from chatai_otel import context as request_context
 from chatai_otel import metric_names as names
 from chatai_otel.export.cheap_spans import FastTracer
-from chatai_otel.logs.pipeline import get_logger
+from chatai_otel.logs.structlog_bridge import get_logger
 from chatai_otel.redaction import scrub, scrub_text
 from chatai_otel.spans import error_type, record_exception, stacktrace, trace_ids
 from chatai_otel.store.records import ErrorRecord, get_sink, new_event_id

@@ -45,7 +45,8 @@ from opentelemetry.trace import Span, SpanKind
 from chatai_otel import _process, context
 from chatai_otel import metric_names as names
 from chatai_otel.export.cheap_spans import FastSpan, FastTracer
-from chatai_otel.logs.pipeline import AUDIT_LOGGER, clean_fields, clean_value, line_emitter
+from chatai_otel.logs.pipeline import AUDIT_LOGGER
+from chatai_otel.logs.structlog_bridge import clean_fields, clean_value, line_emitter
 from chatai_otel.spans import attribute_value, flatten, trace_ids
 from chatai_otel.store.records import EventRecord, get_sink, new_event_id
 from chatai_otel.tracking import genai
