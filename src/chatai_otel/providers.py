@@ -20,13 +20,11 @@ SDK does by itself:
 
 from __future__ import annotations
 
-import atexit
 import functools
 import inspect
 import logging
 import os
 import platform
-import signal
 import socket
 import threading
 import time
@@ -35,7 +33,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from types import FrameType
 from typing import Any
 
 from opentelemetry import metrics as metrics_api
@@ -66,6 +63,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.sdk.version import __version__ as sdk_version
 
+from chatai_otel import process_hooks
 from chatai_otel._sdk_compat import (
     SDK_EXPORT_LOGGERS,
     BatchLogRecordProcessor,
@@ -569,15 +567,13 @@ def install_globally(telemetry: Telemetry) -> None:
 
 # --- process lifecycle -----------------------------------------------------------------
 
-_Handler = Callable[[int, FrameType | None], Any] | int | None
-
 
 def install_process_hooks(telemetry: Telemetry) -> None:
     """Flush on exit and on SIGTERM; fresh identity after fork."""
-    atexit.register(telemetry.shutdown)
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=lambda: _after_fork_in_child(telemetry))
-    _install_sigterm_flush(telemetry)
+    process_hooks.at_exit(telemetry.shutdown)
+    # after the SDK's own: newer providers take a fresh Resource in the child first
+    process_hooks.on_fork_after_sdk(lambda: _after_fork_in_child(telemetry))
+    process_hooks.on_sigterm(telemetry.shutdown)
 
 
 def _after_fork_in_child(telemetry: Telemetry) -> None:
@@ -593,31 +589,3 @@ def _after_fork_in_child(telemetry: Telemetry) -> None:
         telemetry._lock = threading.Lock()
     except Exception:
         _internal_log.exception("chatai-otel: could not refresh the resource after fork")
-
-
-def _install_sigterm_flush(telemetry: Telemetry) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be set from the main thread; atexit still flushes
-    try:
-        previous: _Handler = signal.getsignal(signal.SIGTERM)
-    except (ValueError, OSError):
-        return
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        try:
-            telemetry.shutdown()
-        except BaseException:
-            pass
-        if callable(previous):
-            previous(signum, frame)
-            return
-        if previous == signal.SIG_IGN:
-            return
-        # The default action: die of SIGTERM, as the process would have without us.
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-    try:
-        signal.signal(signal.SIGTERM, on_sigterm)
-    except (ValueError, OSError):
-        pass

@@ -24,10 +24,8 @@ adapter over the SDK's own histogram, so every reader sees every point.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -46,6 +44,7 @@ from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from chatai_otel import process_hooks
 from chatai_otel._sdk_compat import (
     CollectHookedReader,
     exemplar,
@@ -104,9 +103,10 @@ class FastHistogram:
         self._points: dict[tuple[Any, ...], _Point] = {}
         self._last_collect = time.time_ns()
         self._lock = threading.Lock()
-        if hasattr(os, "register_at_fork"):
-            ref = weakref.ref(self)
-            os.register_at_fork(after_in_child=lambda: _reset_lock(ref))
+        process_hooks.on_fork_of(self, after_in_child="_renew_lock")
+
+    def _renew_lock(self) -> None:  # the parent's may be held for good in a forked child
+        self._lock = threading.Lock()
 
     def record(
         self,
@@ -206,21 +206,6 @@ def _exemplars(point: _Point) -> list[Any]:
     ]
 
 
-def _reset_lock(ref: weakref.ref[FastHistogram]) -> None:
-    histogram = ref()
-    if histogram is not None:
-        histogram._lock = threading.Lock()
-
-
-def _call(ref: weakref.ref[Any], method: str) -> None:
-    target = ref()
-    if target is not None:
-        try:
-            getattr(target, method)()
-        except Exception:  # a fork hook never breaks the fork
-            pass
-
-
 class ProducingMetricReader(CollectHookedReader):
     """The SDK's periodic reader, adding what its :class:`FastHistogram` s hold to each export."""
 
@@ -238,13 +223,12 @@ class ProducingMetricReader(CollectHookedReader):
         # child's new ticker starts on fresh locks.
         self._collecting = threading.Lock()
         self._held_for_fork = False
-        if hasattr(os, "register_at_fork"):
-            ref = weakref.ref(self)
-            os.register_at_fork(
-                before=lambda: _call(ref, "_before_fork"),
-                after_in_parent=lambda: _call(ref, "_after_fork_in_parent"),
-                after_in_child=lambda: _call(ref, "_after_fork_in_child"),
-            )
+        process_hooks.on_fork_of(
+            self,
+            before="_before_fork",
+            after_in_parent="_after_fork_in_parent",
+            after_in_child="_after_fork_in_child",
+        )
         super().__init__(*args, **kwargs)
         self._producers: list[FastHistogram] = []
         self._resource: Resource | None = None

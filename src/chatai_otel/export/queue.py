@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
 import threading
 import time
 import urllib.error
@@ -31,6 +30,7 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 from opentelemetry.sdk.resources import Resource
 
+from chatai_otel import process_hooks
 from chatai_otel._sdk_compat import (
     fast_path_on,
     grpc_sending_bytes,
@@ -267,9 +267,7 @@ class BatchExportQueue(Generic[Item]):
         self._last_drop_report = 0.0
         self._metrics = _SelfMetrics(meter_provider, self)
         self._worker = self._start_worker()
-        if hasattr(os, "register_at_fork"):
-            reinit = weakref.WeakMethod(self._after_fork)
-            os.register_at_fork(after_in_child=lambda: (m := reinit()) and m())
+        process_hooks.on_fork_of(self, after_in_child="_after_fork")
 
     def _new_encoder(self) -> Callable[[Sequence[Item], Resource | None], bytes]:
         """``encode(batch, resource) -> bytes``: one serialized export request."""

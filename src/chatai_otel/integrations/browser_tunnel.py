@@ -45,6 +45,7 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from chatai_otel import metric_names as names
+from chatai_otel import process_hooks
 from chatai_otel.config import Settings
 from chatai_otel.redaction import Scrubber, get_scrubber
 
@@ -211,9 +212,9 @@ class BrowserTelemetryTunnel:
         queue_size: int = 1000,
         settings: Settings | None = None,
     ) -> None:
-        from chatai_otel import _process
+        from chatai_otel import process_settings
 
-        self.settings = settings or _process.settings()
+        self.settings = settings or process_settings.settings()
         self.service_name = service_name or self.settings.browser_service_name
         self.max_body = max_body or self.settings.browser_max_body
         self.buckets = TokenBuckets(
@@ -241,17 +242,16 @@ class BrowserTelemetryTunnel:
         return accepted
 
     def _start_forwarder(self) -> Any:
-        from chatai_otel import _process
+        from chatai_otel import process_settings
         from chatai_otel.export.forwarder import OTLPForwarder
 
         forwarder = OTLPForwarder(self.settings, queue_size=self.queue_size)
-        telemetry = _process.telemetry()
+        telemetry = process_settings.telemetry()
         if telemetry is not None:  # flushed with the backend's own telemetry, in its deadline
             telemetry.add_shutdown_callback(lambda seconds: forwarder.close(seconds))
         else:
-            import atexit
-
-            atexit.register(forwarder.close, self.settings.shutdown_timeout)
+            seconds = self.settings.shutdown_timeout
+            process_hooks.at_exit(lambda: forwarder.close(seconds))
         return forwarder
 
     def _worker(self) -> ThreadPoolExecutor:

@@ -38,9 +38,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from chatai_otel import _process
 from chatai_otel import context as log_context
 from chatai_otel import metric_names as names
+from chatai_otel import process_settings
 from chatai_otel.logs.structlog_bridge import get_logger
 from chatai_otel.spans import error_type, record_exception
 from chatai_otel.tracking.errors import ErrorCategory, ErrorSeverity, track_error
@@ -57,7 +57,7 @@ _duration = _meter.create_histogram(
     description="Time the bot took to handle one Telegram update.",
     explicit_bucket_boundaries_advisory=names.OPERATION_DURATION_BUCKETS,
 )
-_loggers = _process.PerConfigure(lambda: get_logger("chatai_otel.bot"))
+_loggers = process_settings.PerConfigure(lambda: get_logger("chatai_otel.bot"))
 # aiogram's control-flow exceptions: not failures of the handler
 _CONTROL_FLOW = frozenset({"SkipHandler", "CancelHandler"})
 _KNOWN_TYPES = frozenset(

@@ -36,7 +36,6 @@ nothing of ours.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import os
 import stat
 import sys
@@ -44,6 +43,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
+
+from chatai_otel import process_hooks
 
 __all__ = [
     "FLUSH_SIZE",
@@ -219,11 +220,6 @@ def _after_fork_in_child() -> None:
         writer._after_fork_in_child()
 
 
-atexit.register(flush_all)
-# Also when threads are joined at shutdown: a multiprocessing child ends with
-# threading._shutdown() and os._exit(), never reaching atexit.
-_register_threading_atexit = getattr(threading, "_register_atexit", None)
-if _register_threading_atexit is not None:
-    _register_threading_atexit(flush_all)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+process_hooks.at_exit(flush_all)
+process_hooks.at_thread_shutdown(flush_all)  # a multiprocessing child never reaches atexit
+process_hooks.on_fork(after_in_child=_after_fork_in_child)

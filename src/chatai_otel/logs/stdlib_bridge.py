@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import logging.config
-import os
 import sys
 from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import Any
 
+from chatai_otel import process_hooks
 from chatai_otel.logs import pipeline as core
 from chatai_otel.logs.pipeline import AUDIT_LOGGER, current_pipeline, report_failure, safe_str
 from chatai_otel.logs.values import safe_repr
@@ -195,5 +195,4 @@ def _after_fork_in_child() -> None:
     capture_stdlib_logging()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+process_hooks.on_fork(after_in_child=_after_fork_in_child)

@@ -64,6 +64,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 
 from chatai_otel import metric_names as names
+from chatai_otel import process_hooks
 from chatai_otel.config import Settings
 from chatai_otel.store.journal import Journal, JournalClosedError, open_journals
 from chatai_otel.store.records import EventRecord, Record
@@ -1044,8 +1045,8 @@ _fork_hook_installed = False
 def _register_fork_handler(store: DurableStore) -> None:
     global _fork_hook_installed
     _fork_stores.add(store)
-    if not _fork_hook_installed and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
+    if not _fork_hook_installed:
+        process_hooks.on_fork(after_in_child=_after_fork_in_child)
         _fork_hook_installed = True
 
 

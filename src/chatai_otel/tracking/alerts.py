@@ -24,7 +24,6 @@ The payload carries ``text`` (what Slack-compatible webhooks display) and an
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import queue
@@ -37,8 +36,8 @@ from typing import Any
 
 from opentelemetry import metrics
 
-from chatai_otel import _process
 from chatai_otel import metric_names as names
+from chatai_otel import process_hooks, process_settings
 from chatai_otel.logs.structlog_bridge import get_logger
 
 __all__ = ["AlertNotifier", "get_notifier", "set_notifier"]
@@ -56,7 +55,7 @@ _outcomes = _meter.create_counter(
 _OUTCOME_ATTRIBUTES = {
     outcome: {names.ATTR_ALERT_OUTCOME: outcome} for outcome in names.ALERT_OUTCOMES
 }
-_loggers = _process.PerConfigure(lambda: get_logger("chatai_otel.alerts"))
+_loggers = process_settings.PerConfigure(lambda: get_logger("chatai_otel.alerts"))
 
 
 class AlertNotifier:
@@ -260,14 +259,14 @@ UNCONFIGURED_SHUTDOWN_SECONDS = 2.0
 def get_notifier() -> AlertNotifier | None:
     """The notifier of this process, built from the settings on first use; None without a webhook."""
     global _notifier, _notifier_for
-    telemetry = _process.telemetry()
+    telemetry = process_settings.telemetry()
     key: object = telemetry if telemetry is not None else _UNCONFIGURED
     if _notifier_for is key or _notifier_for is _PINNED:
         return _notifier
     with _lock:
         if _notifier_for is key or _notifier_for is _PINNED:
             return _notifier
-        settings = _process.settings()
+        settings = process_settings.settings()
         notifier = None
         if settings.alert_webhook_url:
             notifier = AlertNotifier(
@@ -281,7 +280,7 @@ def get_notifier() -> AlertNotifier | None:
             if telemetry is not None:
                 telemetry.add_shutdown_callback(notifier.close)
             else:
-                atexit.register(notifier.close, UNCONFIGURED_SHUTDOWN_SECONDS)
+                process_hooks.at_exit(lambda: notifier.close(UNCONFIGURED_SHUTDOWN_SECONDS))
         _notifier, _notifier_for = notifier, key
         return notifier
 

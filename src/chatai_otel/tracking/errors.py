@@ -33,9 +33,9 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from chatai_otel import _process
 from chatai_otel import context as request_context
 from chatai_otel import metric_names as names
+from chatai_otel import process_settings
 from chatai_otel.export.cheap_spans import FastTracer
 from chatai_otel.logs.structlog_bridge import get_logger
 from chatai_otel.redaction import scrub, scrub_text
@@ -108,7 +108,7 @@ _errors = _meter.create_counter(
     unit=names.ERRORS_UNIT,
     description="Tracked application errors, by category, severity and type.",
 )
-_loggers = _process.PerConfigure(lambda: get_logger("errors"))
+_loggers = process_settings.PerConfigure(lambda: get_logger("errors"))
 _DIGITS = re.compile(r"\d+")
 
 
@@ -210,7 +210,7 @@ def track_error(
         )
 
         trace_id, span_id = trace_ids(span)
-        settings = _process.settings()
+        settings = process_settings.settings()
         timestamp = datetime.now(UTC)
         get_sink().put_nowait(
             ErrorRecord(

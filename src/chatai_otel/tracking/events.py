@@ -30,7 +30,6 @@ monotonic cumulative sums.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind
 
-from chatai_otel import _process, context
+from chatai_otel import context, process_hooks, process_settings
 from chatai_otel import metric_names as names
 from chatai_otel.export.cheap_spans import FastSpan, FastTracer
 from chatai_otel.logs.pipeline import AUDIT_LOGGER
@@ -158,7 +157,7 @@ _audit_cache: tuple[int, frozenset[str]] = (0, frozenset())
 def is_audit(event_type: EventType | Enum | str) -> bool:
     """True for the event types that also go to the audit stream and must be durable."""
     global _audit_cache
-    settings = _process.settings()
+    settings = process_settings.settings()
     key, audit = _audit_cache
     if key != id(settings):
         audit = frozenset(settings.audit_events)
@@ -203,8 +202,7 @@ class _Tally:
 
 
 _tally = _Tally()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_tally.reset)
+process_hooks.on_fork(after_in_child=_tally.reset)
 _meter.create_observable_counter(
     names.BUSINESS_EVENTS,
     callbacks=[_tally.observe],
@@ -224,7 +222,7 @@ _BALANCE_OPERATION = {
 # The event's log lines skip structlog's chain and the call-site search (they always come
 # from _record: _LINE_SITE, below it), and their fields are cleaned once
 # (logs.clean_fields) for the span, the line and the store record alike.
-_lines = _process.PerConfigure(
+_lines = process_settings.PerConfigure(
     lambda: (line_emitter("business_events", _LINE_SITE), line_emitter(AUDIT_LOGGER, _LINE_SITE))
 )
 _failures = 0
@@ -294,7 +292,7 @@ def _record(event: BusinessEvent) -> EventRecord | None:
             event_id=event_id,
             event_type=event_type,
             timestamp=timestamp,
-            service_name=_process.settings().service_name,
+            service_name=process_settings.settings().service_name,
             trace_id=trace_id,
             span_id=span_id,
             request_id=fields.get("request_id"),
