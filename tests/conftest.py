@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from chatai_otel.testing.receiver import OTLPReceiver
-from logs_support import make_pipeline  # noqa: F401  (a fixture, for test_logs*.py)
+from support.logs import make_pipeline  # noqa: F401  (a fixture, for test_logs*.py)
 
 TESTS = Path(__file__).parent
 APPS = TESTS / "apps"

@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from chatai_otel.redaction import scrub_text
-from collector_support import (
+from conftest import VENV_BIN
+from support.collector import (
     COLLECTOR,
     ROOT,
     alert_rules,
@@ -30,7 +31,6 @@ from collector_support import (
     grafana_to_promql,
     load_yaml,
 )
-from conftest import VENV_BIN
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 

@@ -148,7 +148,7 @@ def test_the_replay_config_reads_what_the_demo_writes():
     import yaml
 
     from chatai_otel.export.otlp_json import FILE_NAMES
-    from collector_support import load_yaml
+    from support.collector import load_yaml
 
     root = Path(__file__).resolve().parents[1]
     config = load_yaml(root / "collector" / "replay.yaml")  # ${env:X:-default} -> default

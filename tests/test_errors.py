@@ -9,7 +9,7 @@ import pytest
 from chatai_otel import ErrorCategory, ErrorSeverity, track_error
 from chatai_otel import metric_names as names
 from chatai_otel.tracking.errors import ErrorReport, error_tracker, fingerprint
-from events_support import last_points, run_scenario, stdout_lines
+from support.events import last_points, run_scenario, stdout_lines
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 

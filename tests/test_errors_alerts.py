@@ -20,7 +20,7 @@ import pytest
 
 from chatai_otel.tracking.alerts import AlertNotifier
 from conftest import APPS, telemetry_env
-from events_support import last_points, run_scenario, stdout_lines
+from support.events import last_points, run_scenario, stdout_lines
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 

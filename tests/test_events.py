@@ -10,7 +10,7 @@ import pytest
 
 from chatai_otel import metric_names as names
 from chatai_otel.tracking.events import BusinessEvent, EventType, is_audit
-from events_support import last_points, run_scenario, stdout_lines
+from support.events import last_points, run_scenario, stdout_lines
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 

@@ -15,7 +15,7 @@ from tools import frontend
 
 from chatai_otel.testing.receiver import OTLPReceiver, ReceivedSpan
 from conftest import AppProcess, free_port, telemetry_env, wait_until
-from example_support import example_apps
+from support.example import example_apps
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 

@@ -7,7 +7,7 @@ from genai_prices import Usage, calc_price
 
 from chatai_otel import metric_names as names
 from chatai_otel.tracking import genai
-from events_support import last_points, run_scenario
+from support.events import last_points, run_scenario
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 

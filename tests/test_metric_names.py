@@ -5,7 +5,7 @@ The names are not taken from a list: the example backend of docker-compose.yml r
 Redis list, the compose traffic (the demo's scripted session) drives them once, and
 tests/apps/metrics_tour.py drives events, errors, @track, AI responses, health checks and the
 SDK's queues through the public API, all exporting to a real OTLP receiver. What arrives is
-translated with ``collector_support.prometheus_name`` (the collector's prometheus exporter rules)
+translated with ``support.collector.prometheus_name`` (the collector's prometheus exporter rules)
 and compared with what the PromQL uses, names and labels.
 """
 
@@ -26,7 +26,8 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 
 from chatai_otel import metric_names
 from chatai_otel.testing.receiver import OTLPReceiver
-from collector_support import (
+from conftest import APPS, AppProcess, bin_path, free_port, telemetry_env
+from support.collector import (
     ROOT,
     alert_rules,
     dashboard_queries,
@@ -38,7 +39,6 @@ from collector_support import (
     promql_label_names,
     promql_metric_names,
 )
-from conftest import APPS, AppProcess, bin_path, free_port, telemetry_env
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 

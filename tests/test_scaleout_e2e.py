@@ -44,7 +44,7 @@ from tools.stack import Ports, Stack
 
 from chatai_otel.testing.receiver import OTLPReceiver
 from conftest import APPS, free_port, telemetry_env, wait_until
-from example_support import example_apps, run_workload
+from support.example import example_apps, run_workload
 
 sys.path.insert(0, str(APPS))
 import trace_generator

@@ -35,7 +35,8 @@ from tools import binaries, frontend
 from tools.stack import Options, Ports, Stack, read_alerts
 
 from chatai_otel.testing.receiver import OTLPReceiver
-from collector_support import (
+from conftest import AppProcess, bin_path, cors_preflight, free_port, telemetry_env, wait_until
+from support.collector import (
     COLLECTOR,
     alert_rules,
     dashboard_queries,
@@ -44,8 +45,7 @@ from collector_support import (
     promql_label_names,
     promql_metric_names,
 )
-from conftest import AppProcess, bin_path, cors_preflight, free_port, telemetry_env, wait_until
-from example_support import example_apps, run_workload
+from support.example import example_apps, run_workload
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 

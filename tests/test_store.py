@@ -14,7 +14,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from chatai_otel import metric_names as names
 from chatai_otel.store.writer import DurableStore, StoreClosedError, create_tables
-from store_support import error, event, pg_schema, pg_url, query, wait_durable
+from support.store import error, event, pg_schema, pg_url, query, wait_durable
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import pytest
 
 from chatai_otel.store.writer import DurableStore, create_tables
 from conftest import APPS
-from store_support import TcpProxy, event, pg_schema, pg_url, query
+from support.store import TcpProxy, event, pg_schema, pg_url, query
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from chatai_otel.store.writer import DurableStore, create_tables
-from store_support import PG_DSN, error, event, pg_schema, pg_url
+from support.store import PG_DSN, error, event, pg_schema, pg_url
 
 STORE_DOC = Path(__file__).resolve().parents[1] / "docs" / "store.md"
 TRACE = "0af7651916cd43dd8448eb211c80319c"

@@ -21,7 +21,7 @@ from chatai_otel.integrations.sql import instrument_sqlalchemy, uninstrument_sql
 from chatai_otel.store.writer import DurableStore, create_tables
 from chatai_otel.testing.receiver import OTLPReceiver
 from conftest import APPS, bin_path, telemetry_env
-from store_support import error, event, pg_schema, pg_url, query, wait_durable
+from support.store import error, event, pg_schema, pg_url, query, wait_durable
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 

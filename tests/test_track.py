@@ -11,7 +11,7 @@ import pytest
 from chatai_otel import metric_names as names
 from chatai_otel import track
 from chatai_otel.testing.receiver import ReceivedSpan
-from events_support import last_points, run_scenario
+from support.events import last_points, run_scenario
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
 

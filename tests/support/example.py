@@ -18,7 +18,7 @@ import redis
 
 from conftest import AppProcess, bin_path, free_port
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chatai"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "chatai"
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
