@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from chatai_otel import CheckOutcome, HealthChecker, HealthStatus, health_router
 from chatai_otel.config import ConfigError, load_settings
-from chatai_otel.health.checks import (
+from chatai_otel.health.metrics import (
     CHECK_ATTRIBUTE,
     DURATION_METRIC,
     REQUIRED_ATTRIBUTE,

@@ -198,7 +198,7 @@ def test_import_chatai_otel_is_cheap_and_get_logger_loads_only_the_logging_pipel
     for heavy in (
         "fastapi",
         "chatai_otel.integrations.fastapi",
-        "chatai_otel.health.checks",
+        "chatai_otel.health.checker",
         "chatai_otel.store.writer",
     ):
         assert heavy not in second, second

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 # public name -> the module that defines it
 _EXPORTS = {
     "BusinessEvent": "chatai_otel.tracking.events",
-    "CheckOutcome": "chatai_otel.health.checks",
+    "CheckOutcome": "chatai_otel.health.report",
     "ConfigError": "chatai_otel.config",
     "ErrorCategory": "chatai_otel.tracking.errors",
     "ErrorSeverity": "chatai_otel.tracking.errors",
     "EventType": "chatai_otel.tracking.events",
-    "HealthChecker": "chatai_otel.health.checks",
-    "HealthStatus": "chatai_otel.health.checks",
+    "HealthChecker": "chatai_otel.health.checker",
+    "HealthStatus": "chatai_otel.health.report",
     "Settings": "chatai_otel.config",
     "Telemetry": "chatai_otel.providers",
     "bind_user": "chatai_otel.integrations.fastapi",
@@ -27,7 +27,7 @@ _EXPORTS = {
     "current": "chatai_otel.bootstrap",
     "get_audit_logger": "chatai_otel.logs.structlog_bridge",
     "get_logger": "chatai_otel.logs.structlog_bridge",
-    "health_router": "chatai_otel.health.checks",
+    "health_router": "chatai_otel.health.router",
     "instrument_app": "chatai_otel.integrations.fastapi",
     "track": "chatai_otel.tracking.track",
     "track_error": "chatai_otel.tracking.errors",
@@ -86,7 +86,9 @@ if TYPE_CHECKING:
     from chatai_otel import context
     from chatai_otel.bootstrap import configure, current
     from chatai_otel.config import ConfigError, Settings
-    from chatai_otel.health.checks import CheckOutcome, HealthChecker, HealthStatus, health_router
+    from chatai_otel.health.checker import HealthChecker
+    from chatai_otel.health.report import CheckOutcome, HealthStatus
+    from chatai_otel.health.router import health_router
     from chatai_otel.integrations import jobs as propagation
     from chatai_otel.integrations.fastapi import bind_user, instrument_app
     from chatai_otel.logs.structlog_bridge import get_audit_logger, get_logger

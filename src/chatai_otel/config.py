@@ -118,7 +118,7 @@ class Settings:
     log_max_value_size: int = 8192  # characters per field value before truncation
     redact_keys: tuple[str, ...] = ()  # extra secret key names for the scrubber
     redact_safe_keys: tuple[str, ...] = ()  # key names never redacted by name
-    # health checks (chatai_otel.health.checks)
+    # health checks (chatai_otel.health)
     health_cache_ttl: float = 2.0  # seconds a check result is reused: a probe storm costs one run
     health_timeout: float = 2.0  # seconds a check may take before it counts as unhealthy
     health_interval: float = 15.0  # seconds between background runs (fresh metrics); 0 = off

@@ -109,7 +109,7 @@ async def tour_track() -> None:
 
 @part("health")
 async def tour_health() -> None:
-    from chatai_otel.health.checks import HealthChecker
+    from chatai_otel.health.checker import HealthChecker
 
     checker = HealthChecker()
     checker.add("tour", lambda: True)
