@@ -50,8 +50,9 @@ import psycopg
 from sqlalchemy import JSON, BigInteger, Column, DateTime, MetaData, String, create_engine
 from sqlalchemy.orm import declarative_base, sessionmaker
 
+from chatai_otel.store.database import create_tables
 from chatai_otel.store.records import EventRecord, new_event_id
-from chatai_otel.store.writer import DurableStore, create_tables
+from chatai_otel.store.writer import DurableStore
 
 DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres"
 URL = "postgresql://postgres@127.0.0.1:5432/test"

@@ -13,7 +13,8 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from chatai_otel import metric_names as names
-from chatai_otel.store.writer import DurableStore, StoreClosedError, create_tables
+from chatai_otel.store.database import create_tables
+from chatai_otel.store.writer import DurableStore, StoreClosedError
 from support.store import error, event, pg_schema, pg_url, query, wait_durable
 
 

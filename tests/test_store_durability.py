@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from chatai_otel.store.writer import DurableStore, create_tables
+from chatai_otel.store.database import create_tables
+from chatai_otel.store.writer import DurableStore
 from conftest import APPS
 from support.store import TcpProxy, event, pg_schema, pg_url, query
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from chatai_otel.store.writer import DurableStore, create_tables
+from chatai_otel.store.database import create_tables
+from chatai_otel.store.writer import DurableStore
 from support.store import PG_DSN, error, event, pg_schema, pg_url
 
 STORE_DOC = Path(__file__).resolve().parents[1] / "docs" / "store.md"

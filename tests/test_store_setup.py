@@ -18,7 +18,8 @@ from sqlalchemy import create_engine
 
 from chatai_otel.config import ConfigError, load_settings
 from chatai_otel.integrations.sql import instrument_sqlalchemy, uninstrument_sqlalchemy
-from chatai_otel.store.writer import DurableStore, create_tables
+from chatai_otel.store.database import create_tables
+from chatai_otel.store.writer import DurableStore
 from chatai_otel.testing.receiver import OTLPReceiver
 from conftest import APPS, bin_path, telemetry_env
 from support.store import error, event, pg_schema, pg_url, query, wait_durable

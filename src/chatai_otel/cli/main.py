@@ -83,14 +83,15 @@ def store_command(args: argparse.Namespace) -> int:
     if not url:
         print("chatai-otel: set CHATAI_OTEL_STORE_URL or pass --url", file=sys.stderr)
         return 2
-    from chatai_otel.store import writer as store
+    from chatai_otel.store.database import create_tables
+    from chatai_otel.store.writer import DurableStore
 
     if args.store_command == "create-tables":
-        store.create_tables(url, schema)
+        create_tables(url, schema)
         where = f" in schema {schema}" if schema else ""
         print(f"store: tables business_event_log and error_log are ready{where}")
         return 0
-    durable = store.DurableStore(
+    durable = DurableStore(
         url, journal_dir=args.journal_dir or settings.store_journal_dir, schema=schema
     ).start()
     drained = durable.flush(args.timeout) and durable.close(args.timeout)

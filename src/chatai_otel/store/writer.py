@@ -1,4 +1,4 @@
-"""The durable event and error store: SQL tables, a batching writer, and the :class:`RecordSink`.
+"""The durable store's writer: :class:`DurableStore`, the :class:`RecordSink` that journals each record and writes batches.
 
 ``events.log_event`` and ``errors.track_error`` hand records to the
 process-wide sink (``records.set_sink``); with ``CHATAI_OTEL_STORE_URL`` set,
@@ -30,12 +30,10 @@ import asyncio
 import collections
 import logging
 import os
-import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,101 +41,23 @@ import orjson
 from opentelemetry import metrics
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Column,
-    DateTime,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    Uuid,
-    create_engine,
-    text,
-)
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine, make_url
 
 from chatai_otel import metric_names as names
 from chatai_otel import process_hooks
 from chatai_otel.config import Settings
+from chatai_otel.store.database import (
+    Database,
+    engine_for,
+    is_record_error,
+    open_database,
+)
+from chatai_otel.store.encoding import encode
 from chatai_otel.store.journal import Journal, JournalClosedError, open_journals
-from chatai_otel.store.records import EventRecord, Record
-
-__all__ = [
-    "DurableStore",
-    "StoreClosedError",
-    "business_event_log",
-    "create_tables",
-    "engine_for",
-    "error_log",
-    "install",
-    "metadata",
-]
+from chatai_otel.store.records import Record
+from chatai_otel.store.tables import TABLES
 
 _log = logging.getLogger("chatai_otel.store")
 
-# --- tables ------------------------------------------------------------------------------
-
-metadata = MetaData()
-"""The store's tables; add it to a host app's Alembic ``target_metadata`` list."""
-
-_ID = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
-_EVENT_ID = Uuid(as_uuid=False).with_variant(String(36), "sqlite")
-_JSON_DOC = JSON().with_variant(postgresql.JSONB(), "postgresql")
-_TIMESTAMP = DateTime(timezone=True)
-
-business_event_log = Table(
-    "business_event_log",
-    metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),  # insertion order
-    Column("event_id", _EVENT_ID, nullable=False),  # UUIDv7, the idempotency key
-    Column("event_type", String(64), nullable=False),
-    Column("user_id", String(64)),  # text: int and string ids both fit
-    Column("entity_id", String(64)),
-    Column("entity_type", String(64)),
-    Column("data", _JSON_DOC, nullable=False),
-    Column("timestamp", _TIMESTAMP, nullable=False),  # UTC
-    Column("request_id", String(64)),
-    Column("trace_id", String(32)),
-    Column("span_id", String(16)),
-    Column("service", String(128), nullable=False),
-    UniqueConstraint("event_id", name="uq_business_event_log_event_id"),
-    Index("ix_business_event_log_timestamp", "timestamp"),
-    Index("ix_business_event_log_event_type_timestamp", "event_type", "timestamp"),
-    Index("ix_business_event_log_user_id_timestamp", "user_id", "timestamp"),
-)
-
-error_log = Table(
-    "error_log",
-    metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("event_id", _EVENT_ID, nullable=False),
-    Column("error_type", String(255), nullable=False),
-    Column("error_message", Text, nullable=False),
-    Column("category", String(32), nullable=False),
-    Column("severity", String(16), nullable=False),
-    Column("context", _JSON_DOC, nullable=False),
-    Column("traceback", Text),
-    Column("fingerprint", String(64)),
-    Column("request_id", String(64)),
-    Column("user_id", String(64)),
-    Column("timestamp", _TIMESTAMP, nullable=False),
-    Column("trace_id", String(32)),
-    Column("span_id", String(16)),
-    Column("service", String(128), nullable=False),
-    UniqueConstraint("event_id", name="uq_error_log_event_id"),
-    Index("ix_error_log_timestamp", "timestamp"),
-    Index("ix_error_log_category_timestamp", "category", "timestamp"),
-    Index("ix_error_log_fingerprint", "fingerprint"),
-)
-
-_TABLES = {"event": business_event_log, "error": error_log}
 
 # --- metrics -----------------------------------------------------------------------------
 
@@ -149,367 +69,6 @@ ATTR_RECORD_KIND = names.ATTR_STORE_RECORD_KIND
 
 class StoreClosedError(RuntimeError):
     """The store is shut down (or never started) and cannot make a record durable."""
-
-
-# --- encoding: record -> journal payload -> row ------------------------------------------
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return dict(value)
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    return str(value)
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def encode(record: Record) -> bytes:
-    """The journal payload of a record: one JSON object (timestamps in RFC 3339, UTC)."""
-    if isinstance(record, EventRecord):
-        doc: dict[str, Any] = {
-            "kind": "event",
-            "event_id": record.event_id,
-            "event_type": record.event_type,
-            "timestamp": _utc(record.timestamp),
-            "service": record.service_name,
-            "trace_id": record.trace_id,
-            "span_id": record.span_id,
-            "request_id": record.request_id,
-            "user_id": record.user_id,
-            "entity_id": record.entity_id,
-            "entity_type": record.entity_type,
-            "data": record.data,
-        }
-    else:
-        doc = {
-            "kind": "error",
-            "event_id": record.event_id,
-            "timestamp": _utc(record.timestamp),
-            "service": record.service_name,
-            "trace_id": record.trace_id,
-            "span_id": record.span_id,
-            "request_id": record.request_id,
-            "user_id": record.user_id,
-            "error_type": record.error_type,
-            "error_message": record.message,
-            "category": record.category,
-            "severity": record.severity,
-            "context": record.context,
-            "traceback": record.stacktrace,
-            "fingerprint": record.fingerprint,
-        }
-    try:
-        return orjson.dumps(doc, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:  # orjson refuses integers beyond 64 bits before it asks the default
-        return orjson.dumps(_plain(doc), default=_json_default, option=orjson.OPT_NON_STR_KEYS)
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with every integer JSON cannot carry exactly turned into its digits."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**64 else str(value)
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _text(value: Any, limit: int | None = None) -> str | None:
-    """A column value as text: no NUL (PostgreSQL refuses it), clipped to the column's length."""
-    if value is None:
-        return None
-    result = value if isinstance(value, str) else str(value)
-    if "\x00" in result:
-        result = result.replace("\x00", "")
-    return result[:limit] if limit is not None else result
-
-
-def _strip_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, dict):
-        return {_strip_nul(k): _strip_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strip_nul(v) for v in value]
-    return value
-
-
-def _doc(value: Any) -> Any:
-    """A JSON column value (jsonb refuses \\u0000 too)."""
-    if value is None:
-        return {}
-    return _strip_nul(value)
-
-
-def _lengths(table: Table) -> dict[str, int | None]:
-    return {c.name: getattr(c.type, "length", None) for c in table.columns if c.name != "id"}
-
-
-_LIMITS = {kind: _lengths(table) for kind, table in _TABLES.items()}
-_DOC_COLUMNS = {"data", "context"}
-
-
-def _python_row(kind: str, doc: Mapping[str, Any]) -> dict[str, Any]:
-    """Column values as SQLAlchemy binds them (datetime, dict)."""
-    row: dict[str, Any] = {}
-    for name, limit in _LIMITS[kind].items():
-        value = doc.get(name)
-        if name in _DOC_COLUMNS:
-            row[name] = _doc(value)
-        elif name == "timestamp":
-            row[name] = _utc(datetime.fromisoformat(str(value)))
-        else:
-            row[name] = _text(value, limit)
-    return row
-
-
-# --- the database side -------------------------------------------------------------------
-
-
-def engine_for(url: str, **kwargs: Any) -> Engine:
-    """An engine for the store: PostgreSQL always through psycopg 3; SQLite works too.
-
-    The writer is a thread with a blocking connection, so a host app's own URL
-    (``postgresql+asyncpg://``, ``+psycopg_async``, ``+psycopg2``) is reused with psycopg 3
-    instead: an async driver would fail every write, a missing one would stop the store.
-    """
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend in ("postgresql", "postgres"):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-        connect_args: dict[str, Any] = {
-            "connect_timeout": 5,
-            "application_name": "chatai-otel-store",
-            "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
-        }
-        for key in list(connect_args):
-            if key in parsed.query:
-                del connect_args[key]  # what the URL says wins
-        kwargs.setdefault("connect_args", connect_args)
-    elif backend == "sqlite":
-        kwargs.setdefault("connect_args", {"timeout": 30})
-    else:
-        raise ValueError(
-            f"the event store supports PostgreSQL and SQLite URLs, not {parsed.drivername!r}"
-        )
-    if backend != "sqlite":
-        kwargs.setdefault("pool_size", 1)
-    return create_engine(parsed, **kwargs)
-
-
-def _translated(engine: Engine, schema: str | None) -> Engine:
-    if not schema:
-        return engine
-    return engine.execution_options(schema_translate_map={None: schema})
-
-
-def create_tables(url_or_engine: str | Engine, schema: str | None = None) -> None:
-    """Create the schema (PostgreSQL) and both tables with their indexes, if missing."""
-    engine = engine_for(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
-    try:
-        with engine.begin() as conn:
-            if schema and engine.dialect.name == "postgresql":
-                quoted = engine.dialect.identifier_preparer.quote_schema(schema)
-                conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {quoted}"))
-            translated = conn.execution_options(schema_translate_map={None: schema})
-            metadata.create_all(translated if schema else conn)
-    finally:
-        if isinstance(url_or_engine, str):
-            engine.dispose()
-
-
-def _is_record_error(exc: BaseException) -> bool:
-    """True when this batch failed because of a record in it (retrying it as is cannot help)."""
-    if isinstance(exc, ValueError | TypeError | KeyError | UnicodeError):
-        return True  # could not build the row
-    original = getattr(exc, "orig", None) or exc
-    state = getattr(original, "sqlstate", None)
-    if isinstance(state, str) and state:
-        return state[:2] in ("22", "23")  # data exception, integrity constraint violation
-    if isinstance(exc, sa_exc.DataError | sa_exc.IntegrityError):
-        return True
-    return isinstance(original, sqlite3.DataError | sqlite3.IntegrityError)
-
-
-class _Database:
-    """The writer thread's one connection: a batch in one transaction, inserts idempotent."""
-
-    def __init__(self, engine: Engine, schema: str | None, create: bool) -> None:
-        self.engine = engine
-        self.schema = schema
-        self._create = create
-
-    def write(self, payloads: list[bytes]) -> dict[str, int]:
-        """Insert journal payloads in order and commit; return the new rows per record kind."""
-        raise NotImplementedError
-
-    def reset(self) -> None:
-        """Drop the connection after a failure (the next write reconnects)."""
-        raise NotImplementedError
-
-    def close(self) -> None:
-        self.reset()
-        self.engine.dispose()
-
-    def _maybe_create(self) -> None:
-        if self._create:
-            create_tables(self.engine, self.schema)
-            self._create = False
-
-
-def _column_from_doc(column: Column[Any], dialect: Any) -> str:
-    """The SQL that takes one column's value out of the staged JSON document ``doc``."""
-    name = column.name
-    if name in _DOC_COLUMNS:  # absent or JSON null: an empty object, as the seed stored
-        return f"coalesce(nullif(doc->'{name}', 'null'::jsonb), '{{}}'::jsonb)"
-    value = f"doc->>'{name}'"
-    length = getattr(column.type, "length", None)
-    if length is not None:
-        return f"left({value}, {int(length)})"  # clipped, not refused
-    if name in ("event_id", "timestamp"):
-        return f"({value})::{column.type.compile(dialect)}"
-    return value
-
-
-def _copy_data(payloads: list[bytes]) -> bytes:
-    """The batch in COPY text format, one document a line, built in two C calls.
-
-    orjson writes no tab or newline (it escapes them), so the only character
-    COPY treats specially is the backslash, which is doubled.
-    """
-    data = b"\n".join(payloads)
-    if b"\\u0000" in data:  # jsonb refuses NUL even escaped: drop the NUL, not the record
-        data = b"\n".join(
-            orjson.dumps(_strip_nul(orjson.loads(p))) if b"\\u0000" in p else p for p in payloads
-        )
-    return (data + b"\n").replace(b"\\", b"\\\\")
-
-
-class _PostgresCopy(_Database):
-    """COPY the journal's JSON documents into a temporary table; INSERT ... SELECT from it.
-
-    PostgreSQL takes the columns out of the documents itself (``doc->>'name'``),
-    so the writer thread does almost no work per row in Python, and holds the
-    GIL that the application's threads and event loop need as little as it can.
-    """
-
-    def __init__(self, engine: Engine, schema: str | None, create: bool) -> None:
-        super().__init__(engine, schema, create)
-        self._raw: Any = None
-        preparer = engine.dialect.identifier_preparer
-        prefix = f"{preparer.quote_schema(schema)}." if schema else ""
-        self._ddl = [
-            "SET client_encoding TO 'UTF8'",
-            "CREATE TEMPORARY TABLE IF NOT EXISTS chatai_stage "
-            "(ord bigint GENERATED ALWAYS AS IDENTITY, doc jsonb) ON COMMIT DELETE ROWS",
-        ]
-        self._inserts: dict[str, str] = {}
-        for kind, table in _TABLES.items():
-            columns = [c for c in table.columns if c.name != "id"]
-            names = ", ".join(preparer.quote(c.name) for c in columns)
-            values = ", ".join(_column_from_doc(c, engine.dialect) for c in columns)
-            self._inserts[kind] = (
-                f"INSERT INTO {prefix}{preparer.quote(table.name)} ({names}) "
-                f"SELECT {values} FROM chatai_stage WHERE doc->>'kind' = '{kind}' ORDER BY ord "
-                "ON CONFLICT (event_id) DO NOTHING"
-            )
-
-    def _connection(self) -> Any:
-        if self._raw is None:
-            self._maybe_create()
-            raw = self.engine.raw_connection()
-            try:
-                driver: Any = raw.driver_connection
-                with driver.cursor() as cur:
-                    for statement in self._ddl:
-                        cur.execute(statement)
-                driver.commit()
-            except BaseException:
-                raw.invalidate()
-                raise
-            self._raw = raw
-        return self._raw.driver_connection
-
-    def write(self, payloads: list[bytes]) -> dict[str, int]:
-        driver = self._connection()
-        data = _copy_data(payloads)
-        written: dict[str, int] = {}
-        with driver.cursor() as cur:
-            with cur.copy("COPY chatai_stage (doc) FROM STDIN") as copy:
-                copy.write(data)
-            for kind, statement in self._inserts.items():
-                cur.execute(statement)
-                written[kind] = max(int(cur.rowcount), 0)
-        driver.commit()
-        return written
-
-    def reset(self) -> None:
-        raw, self._raw = self._raw, None
-        if raw is not None:
-            try:
-                raw.invalidate()
-            except Exception:
-                pass
-
-
-class _SqlAlchemyInsert(_Database):
-    """SQLite (and PostgreSQL without psycopg): executemany of INSERT ... ON CONFLICT DO NOTHING."""
-
-    def __init__(self, engine: Engine, schema: str | None, create: bool) -> None:
-        super().__init__(engine, schema, create)
-        self._conn: Any = None
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-        self._statements = {
-            kind: dialect.insert(table).on_conflict_do_nothing(index_elements=["event_id"])
-            for kind, table in _TABLES.items()
-        }
-
-    def _connection(self) -> Any:
-        if self._conn is None:
-            self._maybe_create()
-            self._conn = _translated(self.engine, self.schema).connect()
-        return self._conn
-
-    def write(self, payloads: list[bytes]) -> dict[str, int]:
-        conn = self._connection()
-        rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _TABLES}
-        for payload in payloads:
-            doc = orjson.loads(payload)
-            kind = doc.get("kind") if isinstance(doc, dict) else None
-            if kind not in rows:
-                raise ValueError(f"unknown record kind {kind!r}")
-            rows[kind].append(_python_row(kind, doc))
-        written: dict[str, int] = {}
-        for kind, batch in rows.items():
-            if batch:
-                count = conn.execute(self._statements[kind], batch).rowcount
-                written[kind] = count if isinstance(count, int) and count >= 0 else len(batch)
-        conn.commit()
-        return written
-
-    def reset(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.invalidate()
-                conn.close()
-            except Exception:
-                pass
-
-
-def _database(engine: Engine, schema: str | None, create: bool) -> _Database:
-    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
-        return _PostgresCopy(engine, schema, create)
-    return _SqlAlchemyInsert(engine, schema, create)
 
 
 # --- the store ---------------------------------------------------------------------------
@@ -574,7 +133,7 @@ class DurableStore:
         self._memory_accepted = 0
         self._memory_done = 0
         self._writer: threading.Thread | None = None
-        self._db: _Database | None = None
+        self._db: Database | None = None
         self._started = False
         self._closed = False
         self._stopping = False
@@ -590,7 +149,7 @@ class DurableStore:
             if self._started:
                 return self
             engine = engine_for(self.url)
-            self._db = _database(engine, self.schema, self._create_tables)
+            self._db = open_database(engine, self.schema, self._create_tables)
             journal, orphans = open_journals(
                 self.journal_dir, segment_bytes=self._segment_bytes, on_durable=self._on_durable
             )
@@ -868,7 +427,7 @@ class DurableStore:
                 self._recovered()
                 backoff = 0.05
             except Exception as exc:
-                if _is_record_error(exc):
+                if is_record_error(exc):
                     self._reset_db()
                     if len(part) == 1:
                         self._reject(part[0], exc)
@@ -903,7 +462,7 @@ class DurableStore:
             self._write_duration.record(time.perf_counter() - started)
             for kind, count in written.items():
                 if count:
-                    self._rows_written.add(count, {ATTR_TABLE: _TABLES[kind].name})
+                    self._rows_written.add(count, {ATTR_TABLE: TABLES[kind].name})
 
     def _reset_db(self) -> None:
         if self._db is not None:
