@@ -206,3 +206,50 @@ def test_import_chatai_otel_is_cheap_and_get_logger_loads_only_the_logging_pipel
     import chatai_otel
 
     assert names == sorted(chatai_otel.__all__) and set(chatai_otel.__all__) <= set(listed)
+
+
+# docs/architecture.md, bottom to top: a module imports from its own layer or lower ones.
+LAYERS = [
+    {"config", "context", "redaction", "spans", "metric_names", "process_hooks"},
+    {"_sdk_compat"},
+    {"export"},
+    {"logs"},
+    {"providers"},
+    {"store"},
+    {"bootstrap"},
+    {"process_settings"},
+    {"tracking"},
+    {"health"},
+    {"integrations"},
+    {"distro", "setup"},
+    {"testing"},
+    {"cli"},
+]
+
+
+def _unit(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_imports_flow_downward_through_the_layers() -> None:
+    rank = {name: level for level, names in enumerate(LAYERS) for name in names}
+    upward: list[str] = []
+    for path in sorted(SOURCE.rglob("*.py")):
+        relative = path.relative_to(SOURCE).with_suffix("")
+        module = ".".join(("chatai_otel", *relative.parts)).removesuffix(".__init__")
+        if module == "chatai_otel":
+            continue  # the public face imports lazily from every layer
+        mine = rank[_unit(module)]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("chatai_otel"):
+                if node.module == "chatai_otel":
+                    targets = [f"chatai_otel.{alias.name}" for alias in node.names]
+                else:
+                    targets = [node.module or ""]
+            for target in targets:
+                theirs = rank.get(_unit(target))
+                if theirs is not None and theirs > mine:
+                    upward.append(f"{module}:{node.lineno} imports {target}")
+    assert upward == []
