@@ -146,8 +146,10 @@ def test_a_burst_of_messages_hits_the_redis_rate_limit(stack):
     # the old db.system
     assert receiver.wait_for_spans(
         2,
-        lambda s: s.trace_id in trace_ids
-        and "redis" in (s.attributes.get("db.system.name"), s.attributes.get("db.system")),
+        lambda s: (
+            s.trace_id in trace_ids
+            and "redis" in (s.attributes.get("db.system.name"), s.attributes.get("db.system"))
+        ),
     )
     receiver.wait_for_metrics(
         1,

@@ -58,6 +58,7 @@ __all__ = [
     "is_disabled",
     "meter_provider_resource",
     "meter_readers",
+    "metric_cardinality_limits",
     "parent_based_delegates",
     "replace_resource_attributes",
     "report_fallbacks",
@@ -130,6 +131,12 @@ def accepts(function: Callable[..., Any], parameter: str) -> bool:
         return parameter in inspect.signature(function).parameters
     except (TypeError, ValueError):
         return False
+
+
+def metric_cardinality_limits() -> bool:
+    """Whether this SDK bounds a metric's attribute sets (readers take ``cardinality_limits``
+    from 1.45 on; before, the SDK keeps every attribute set it sees)."""
+    return accepts(PeriodicExportingMetricReader.__init__, "cardinality_limits")
 
 
 # --- the probes ------------------------------------------------------------------------
@@ -289,6 +296,12 @@ def report_fallbacks() -> None:
     _reported.set()
     from opentelemetry.sdk.version import __version__
 
+    if not metric_cardinality_limits():
+        _log.warning(
+            "chatai-otel: opentelemetry-sdk %s keeps every metric attribute set (cardinality "
+            "limits need 1.45): CHATAI_OTEL_METRIC_CARDINALITY_LIMIT is not applied",
+            __version__,
+        )
     for path in fast_paths().values():
         if not path.on:
             _log.warning(

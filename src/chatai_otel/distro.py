@@ -69,8 +69,32 @@ class ChatAIConfigurator(ConfiguratorBase):
         try:
             _enable_web()
             report_inactive()  # one line per library we cannot instrument, never silent
+            _instrument_spawned_children_too()
         except Exception:
             pass
+
+
+def _instrument_spawned_children_too() -> None:
+    """Keep opentelemetry-instrument's sitecustomize on PYTHONPATH for child interpreters.
+
+    opentelemetry-instrumentation before 0.66 takes its directory off PYTHONPATH for good when
+    it starts, so workers that are spawned rather than forked (``uvicorn --workers N``,
+    multiprocessing's spawn) ran without telemetry; 0.66 puts it back after initialising.
+    We do the same on every release, once our configuration is done."""
+    import sys
+    from pathlib import Path
+
+    site = sys.modules.get("sitecustomize")
+    site_file = getattr(site, "__file__", None)
+    if not site_file:
+        return
+    directory = str(Path(site_file).resolve().parent)
+    if Path(directory).name != "auto_instrumentation":
+        return  # not started by opentelemetry-instrument
+    current = os.environ.get("PYTHONPATH", "")
+    entries = [entry for entry in current.split(os.pathsep) if entry]
+    if directory not in (str(Path(entry).resolve()) for entry in entries):
+        os.environ["PYTHONPATH"] = os.pathsep.join([directory, *entries])
 
 
 def _enable_web() -> None:

@@ -49,7 +49,6 @@ from opentelemetry.sdk.metrics import (
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricReader,
-    PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -71,6 +70,7 @@ from chatai_otel._sdk_compat import (
     LoggerProvider,
     accepts,
     meter_provider_resource,
+    metric_cardinality_limits,
     replace_resource_attributes,
     sdk_exporter_class,
     set_logger_provider,
@@ -325,7 +325,7 @@ def _cardinality_limits(limit: int) -> dict[type, int]:
 
 def _reader_limits(limit: int) -> dict[str, Any]:
     """The reader's cardinality limits (SDK releases before 1.43 keep their fixed 2000)."""
-    if accepts(PeriodicExportingMetricReader.__init__, "cardinality_limits"):
+    if metric_cardinality_limits():
         return {"cardinality_limits": _cardinality_limits(limit)}
     return {}
 

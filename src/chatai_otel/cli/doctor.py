@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, TextIO
 
-from chatai_otel._sdk_compat import fast_paths
+from chatai_otel._sdk_compat import fast_paths, metric_cardinality_limits
 from chatai_otel.config import SIGNALS, ConfigError, Settings, load_settings
 from chatai_otel.export.forwarder import ProbeResult, probe
 from chatai_otel.redaction import REDACTED, Scrubber
@@ -240,7 +240,13 @@ def _settings_rows(settings: Settings) -> list[tuple[str, str]]:
             f"{settings.log_batch.max_queue_size} / {settings.log_batch.max_export_batch_size}, "
             f"every {settings.log_batch.schedule_delay:g} s",
         ),
-        ("metric cardinality limit", str(settings.metric_cardinality_limit)),
+        (
+            "metric cardinality limit",
+            str(settings.metric_cardinality_limit)
+            if metric_cardinality_limits()
+            else f"{settings.metric_cardinality_limit}: not applied, opentelemetry-sdk "
+            f"{_version('opentelemetry-sdk')} keeps every attribute set (limits need 1.45)",
+        ),
         ("shutdown timeout", f"{settings.shutdown_timeout:g} s"),
         ("log level / format", f"{settings.log_level} / {settings.log_format}"),
         ("excluded URLs", ",".join(settings.excluded_urls) or "(none)"),
