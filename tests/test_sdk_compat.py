@@ -262,10 +262,13 @@ def test_missing_internals_turn_their_fast_paths_off_and_telemetry_still_arrives
     assert done.returncode == 0, done.stderr
     paths = json.loads(done.stdout.splitlines()[0])
     assert not any(on for on, _reason in paths.values())
-    # one line per path that is off, saying which, why, and what runs instead
-    for name in ("cheap spans", "encoded gRPC export", "encoded HTTP export", "request histogram"):
+    # one line per path this process uses that is off: which, why, and what runs instead
+    sending = "encoded gRPC export" if protocol == "grpc" else "encoded HTTP export"
+    other = "encoded HTTP export" if protocol == "grpc" else "encoded gRPC export"
+    for name in ("cheap spans", sending, "request histogram"):
         lines = [line for line in done.stdout.splitlines() if f"{name} off on" in line]
         assert len(lines) == 1, done.stdout
+    assert f"{other} off on" not in done.stdout  # not used, so not even probed
     span = receiver.wait_for_spans(predicate=lambda item: item.name == "after-the-fallback")[0]
     assert span.resource["service.name"] == "compat-fallback"
     log = receiver.wait_for_logs(predicate=lambda item: item.body == "log through the fallback")[0]

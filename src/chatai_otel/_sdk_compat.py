@@ -17,7 +17,6 @@ well, so the rest of the package reads the same on every supported SDK minor.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import threading
@@ -26,8 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry._logs import set_logger_provider
-from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
-from opentelemetry.sdk._configuration import _BaseConfigurator
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor, ReadWriteLogRecord
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
@@ -44,9 +41,7 @@ __all__ = [
     "SUPPRESS_INSTRUMENTATION_KEY",
     "BatchLogRecordProcessor",
     "CollectHookedReader",
-    "ConfiguratorBase",
     "ConsoleLogRecordExporter",
-    "DistroBase",
     "FastPath",
     "LogRecordProcessor",
     "LoggerProvider",
@@ -54,6 +49,7 @@ __all__ = [
     "accepts",
     "clean_attribute_value",
     "exemplar_filter_name",
+    "fast_path",
     "fast_paths",
     "is_disabled",
     "meter_provider_resource",
@@ -72,25 +68,46 @@ __all__ = [
 _log = logging.getLogger("chatai_otel")
 
 
-class DistroBase(BaseDistro):  # type: ignore[misc]
-    """opentelemetry-instrument's distro base, its ``_configure`` hook named :meth:`set_defaults`."""
+def _entry_point_bases() -> tuple[type, type]:
+    """The bases of our distro and configurator, built when distro.py first asks: importing
+    opentelemetry-instrument's machinery (wrapt, the instrumentor base) costs ~0.2 s that
+    ``import chatai_otel.setup`` does not need."""
+    from opentelemetry.instrumentation.distro import BaseDistro  # type: ignore[attr-defined]
+    from opentelemetry.sdk._configuration import _BaseConfigurator
 
-    def set_defaults(self) -> None:
-        """Runs before anything is configured."""
+    class DistroBase(BaseDistro):  # type: ignore[misc]
+        """opentelemetry-instrument's distro base, its ``_configure`` hook named
+        :meth:`set_defaults`."""
 
-    def _configure(self, **kwargs: Any) -> None:
-        self.set_defaults()
+        def set_defaults(self) -> None:
+            """Runs before anything is configured."""
+
+        def _configure(self, **kwargs: Any) -> None:
+            self.set_defaults()
+
+    class ConfiguratorBase(_BaseConfigurator):
+        """opentelemetry-instrument's configurator base, its ``_configure`` hook named
+        :meth:`configure_sdk`."""
+
+        def configure_sdk(self) -> None:
+            """Runs once, after the distro, before the instrumentors are loaded."""
+
+        def _configure(self, **kwargs: Any) -> None:
+            self.configure_sdk()
+
+    return DistroBase, ConfiguratorBase
 
 
-class ConfiguratorBase(_BaseConfigurator):
-    """opentelemetry-instrument's configurator base, its ``_configure`` hook named
-    :meth:`configure_sdk`."""
+_bases: tuple[type, type] | None = None
 
-    def configure_sdk(self) -> None:
-        """Runs once, after the distro, before the instrumentors are loaded."""
 
-    def _configure(self, **kwargs: Any) -> None:
-        self.configure_sdk()
+def __getattr__(name: str) -> Any:
+    global _bases
+    if name in ("DistroBase", "ConfiguratorBase"):
+        if _bases is None:
+            _bases = _entry_point_bases()
+        return _bases[0] if name == "DistroBase" else _bases[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # 0 where the SDK predates W3C Trace Context level 2: its spans do not set the flag either.
@@ -269,40 +286,58 @@ _PROBES: tuple[tuple[str, str, str, Callable[[], str]], ...] = (
 )
 
 
-@functools.cache
-def fast_paths() -> dict[str, FastPath]:
-    """Each fast path, probed once per process (a probe that raises turns its path off)."""
-    found: dict[str, FastPath] = {}
-    for name, uses, fallback, probe in _PROBES:
-        try:
-            reason = probe()
-        except Exception as error:  # an internal gone or changed: the probe says which
-            reason = f"{type(error).__name__}: {error}"
-        found[name] = FastPath(name, not reason, uses, fallback, reason)
+_probed: dict[str, FastPath] = {}
+_probe_lock = threading.Lock()
+
+
+def fast_path(name: str) -> FastPath:
+    """One fast path, probed the first time it is asked for (a probe that raises turns its
+    path off). Probing costs: the send paths import their exporter (tens of ms), so a process
+    probes only the paths it uses."""
+    found = _probed.get(name)
+    if found is not None:
+        return found
+    with _probe_lock:
+        found = _probed.get(name)
+        if found is None:
+            _name, uses, fallback, probe = next(entry for entry in _PROBES if entry[0] == name)
+            try:
+                reason = probe()
+            except Exception as error:  # an internal gone or changed: the probe says which
+                reason = f"{type(error).__name__}: {error}"
+            found = _probed[name] = FastPath(name, not reason, uses, fallback, reason)
     return found
 
 
+def fast_paths() -> dict[str, FastPath]:
+    """Every fast path, probed (for doctor and the tests)."""
+    return {name: fast_path(name) for name, _uses, _fallback, _probe in _PROBES}
+
+
 def fast_path_on(name: str) -> bool:
-    return fast_paths()[name].on
+    return fast_path(name).on
 
 
-_reported = threading.Event()
+_reported: set[str] = set()
 
 
-def report_fallbacks() -> None:
-    """One log line per fast path that is off, once per process."""
-    if _reported.is_set():
-        return
-    _reported.set()
+def report_fallbacks(names: tuple[str, ...]) -> None:
+    """One log line per fast path among ``names`` that is off, once per process; and one
+    when this SDK cannot bound metric cardinality."""
     from opentelemetry.sdk.version import __version__
 
-    if not metric_cardinality_limits():
+    with _probe_lock:
+        first = not _reported
+        todo = [name for name in names if name not in _reported]
+        _reported.update(todo, ("",))
+    if first and not metric_cardinality_limits():
         _log.warning(
             "chatai-otel: opentelemetry-sdk %s keeps every metric attribute set (cardinality "
             "limits need 1.45): CHATAI_OTEL_METRIC_CARDINALITY_LIMIT is not applied",
             __version__,
         )
-    for path in fast_paths().values():
+    for name in todo:
+        path = fast_path(name)
         if not path.on:
             _log.warning(
                 "chatai-otel: %s off on opentelemetry-sdk %s (%s): %s",

@@ -59,7 +59,7 @@ def configure(**overrides: Any) -> Telemetry:
         install_globally(telemetry)
         configure_logging(settings, telemetry.logger_provider)
         if not settings.sdk_disabled:
-            report_fallbacks()  # one line per fast path this SDK release does not allow
+            report_fallbacks(_fast_paths_used(settings))  # one line per path that is off
         install_process_hooks(telemetry)
         if settings.store_url:
             _install_store(settings, telemetry)
@@ -74,6 +74,15 @@ def configure(**overrides: Any) -> Telemetry:
                 "a when_configured callback failed", exc_info=True
             )
     return telemetry
+
+
+def _fast_paths_used(settings: Settings) -> tuple[str, ...]:
+    used = ["cheap spans", "request histogram"]
+    for signal in ("traces", "logs"):
+        if settings.exporter_kind(signal) == "otlp":
+            grpc = settings.exporter_for(signal).protocol == "grpc"
+            used.append("encoded gRPC export" if grpc else "encoded HTTP export")
+    return tuple(dict.fromkeys(used))
 
 
 def _install_store(settings: Settings, telemetry: Telemetry) -> None:

@@ -34,7 +34,7 @@ REPLACED_INSTRUMENTORS = frozenset({"fastapi", "starlette", "asgi"})
 SKIPPED_INSTRUMENTORS = frozenset({"logging"})
 
 
-class ChatAIDistro(DistroBase):
+class ChatAIDistro(DistroBase):  # type: ignore[misc]
     """Sets the defaults of our distribution before anything is configured."""
 
     def set_defaults(self) -> None:
@@ -55,7 +55,7 @@ class ChatAIDistro(DistroBase):
         instrument_with_options(entry_point.name, instrumentor(), **options)
 
 
-class ChatAIConfigurator(ConfiguratorBase):
+class ChatAIConfigurator(ConfiguratorBase):  # type: ignore[misc]
     """Configures the SDK with chatai-otel's settings instead of the stock ones."""
 
     def configure_sdk(self) -> None:
