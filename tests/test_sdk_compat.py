@@ -214,7 +214,7 @@ print(json.dumps({name: [path.on, path.reason] for name, path in _sdk_compat.fas
 sys.stdout.flush()
 
 import chatai_otel
-from chatai_otel.export.queue import PlainGrpcSender, PlainHttpSender
+from chatai_otel.export.senders import PlainGrpcSender, PlainHttpSender
 from chatai_otel.export.histograms import request_histogram
 from chatai_otel.export.spans import processor_of
 from chatai_otel.export.cheap_spans import FastTracer

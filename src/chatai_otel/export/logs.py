@@ -54,12 +54,8 @@ from chatai_otel.export.otlp_wire import (
     utf8,
     varint,
 )
-from chatai_otel.export.queue import (
-    BatchExportQueue,
-    EncodedExporter,
-    grpc_encoded_exporter,
-    http_encoded_exporter,
-)
+from chatai_otel.export.queue import BatchExportQueue
+from chatai_otel.export.senders import EncodedExporter, grpc_encoded_exporter, http_encoded_exporter
 from chatai_otel.redaction import get_scrubber
 
 __all__ = [

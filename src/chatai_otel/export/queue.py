@@ -1,48 +1,33 @@
-"""What the span and log export paths share: the bounded queue and its worker thread, the
-transports that send already-encoded requests, and the processors' self-metrics.
+"""What the span and log export paths share: the bounded queue and its worker thread, and
+the processors' self-metrics (the senders of the encoded requests: :mod:`.senders`).
 
 Why one piece: both paths must behave the same way in the ways users depend on — the
 calling thread never waits for the network, the queue is bounded and every drop is
 counted, a forked child gets a fresh queue and worker, ``force_flush`` and ``shutdown``
 keep their deadlines. :mod:`chatai_otel.export.spans` and :mod:`chatai_otel.export.logs`
 add only their record types and encoders.
-
-The transports stay the SDK's own exporters (retries, backoff, TLS, headers, compression,
-their self-metrics); only the encoding step is ours, and the gRPC stub sends our bytes
-without parsing them again. On an SDK whose send hooks are not the ones
-:mod:`chatai_otel._sdk_compat` knows, a plain gRPC or HTTP client of ours sends them.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import weakref
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from opentelemetry.sdk.resources import Resource
 
 from chatai_otel import process_hooks
 from chatai_otel._sdk_compat import (
-    fast_path_on,
-    grpc_sending_bytes,
-    http_sending_bytes,
     sdk_processor_metric,
 )
+from chatai_otel.export.senders import EncodedExporter
 
 __all__ = [
     "BatchExportQueue",
-    "EncodedExporter",
-    "grpc_encoded_exporter",
-    "http_encoded_exporter",
 ]
 
 # Diagnostics of the export path: the log pipeline prints these but never exports them
@@ -50,152 +35,6 @@ __all__ = [
 diagnostics = logging.getLogger("chatai_otel.export")
 
 Item = TypeVar("Item")
-
-
-# --- transports ------------------------------------------------------------------------
-
-
-class EncodedExporter(Protocol):
-    """Sends one already-encoded ``Export*ServiceRequest``."""
-
-    def export_encoded(self, payload: bytes, count: int) -> bool: ...
-
-    def shutdown(self) -> None: ...
-
-
-def grpc_encoded_exporter(
-    base: Any, method: str, response_type: Any, **kwargs: Any
-) -> EncodedExporter:
-    """``base`` (an SDK gRPC exporter class) sending our bytes as they are to ``method``;
-    our own gRPC client where that SDK's send hooks are not the ones we know."""
-    if fast_path_on("encoded gRPC export"):
-        exporter: EncodedExporter = grpc_sending_bytes(base, method, response_type, **kwargs)
-        return exporter
-    return PlainGrpcSender(method, **kwargs)
-
-
-def http_encoded_exporter(base: Any, **kwargs: Any) -> EncodedExporter:
-    """``base`` (an SDK HTTP/protobuf exporter class) posting our bytes through its client;
-    our own HTTP client where that SDK's send hooks are not the ones we know."""
-    if fast_path_on("encoded HTTP export"):
-        exporter: EncodedExporter = http_sending_bytes(base, **kwargs)
-        return exporter
-    return PlainHttpSender(**kwargs)
-
-
-_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 16.0)  # the SDK exporters' backoff, bounded by the timeout
-
-
-class PlainGrpcSender:
-    """Sends encoded export requests over a gRPC channel of its own (public grpcio API only)."""
-
-    _RETRYABLE = frozenset(("UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "ABORTED"))
-
-    def __init__(
-        self,
-        method: str,
-        *,
-        endpoint: str,
-        headers: dict[str, str] | None = None,
-        timeout: float = 10.0,
-        insecure: bool | None = None,
-        compression: Any = None,
-        **_: Any,
-    ) -> None:
-        import grpc
-
-        parsed = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-        target = f"{parsed.hostname}:{parsed.port or 4317}"
-        secure = parsed.scheme == "https" or insecure is False
-        self._channel = (
-            grpc.secure_channel(target, grpc.ssl_channel_credentials())
-            if secure
-            else grpc.insecure_channel(target)
-        )
-        self._call = self._channel.unary_unary(method)
-        self._metadata = [(key.lower(), value) for key, value in (headers or {}).items()]
-        self._timeout = timeout
-        self._compression = compression
-        self._shutdown = threading.Event()
-
-    def export_encoded(self, payload: bytes, count: int) -> bool:
-        import grpc
-
-        deadline = time.monotonic() + self._timeout
-        for delay in (*_RETRY_DELAYS, None):
-            try:
-                self._call(
-                    payload,
-                    timeout=max(deadline - time.monotonic(), 0.05),
-                    metadata=self._metadata,
-                    compression=self._compression,
-                )
-                return True
-            except grpc.RpcError as error:
-                code = error.code() if callable(getattr(error, "code", None)) else None
-                if getattr(code, "name", "") not in self._RETRYABLE:
-                    return False
-            if delay is None or time.monotonic() + delay > deadline:
-                return False
-            if self._shutdown.wait(delay):
-                return False
-        return False
-
-    def shutdown(self) -> None:
-        self._shutdown.set()
-        self._channel.close()
-
-
-class PlainHttpSender:
-    """Posts encoded export requests with the standard library (no SDK internals)."""
-
-    _RETRYABLE = frozenset((408, 429, 502, 503, 504))
-
-    def __init__(
-        self,
-        *,
-        endpoint: str,
-        headers: dict[str, str] | None = None,
-        timeout: float = 10.0,
-        compression: Any = None,
-        **_: Any,
-    ) -> None:
-        self._endpoint = endpoint
-        self._headers = {"Content-Type": "application/x-protobuf", **(headers or {})}
-        self._encoding = str(getattr(compression, "value", compression) or "none").lower()
-        if self._encoding in ("gzip", "deflate"):
-            self._headers["Content-Encoding"] = self._encoding
-        self._timeout = timeout
-        self._shutdown = threading.Event()
-
-    def export_encoded(self, payload: bytes, count: int) -> bool:
-        if self._encoding == "gzip":
-            payload = gzip.compress(payload)
-        elif self._encoding == "deflate":
-            payload = zlib.compress(payload)
-        deadline = time.monotonic() + self._timeout
-        for delay in (*_RETRY_DELAYS, None):
-            request = urllib.request.Request(
-                self._endpoint, data=payload, headers=self._headers, method="POST"
-            )
-            try:
-                timeout = max(deadline - time.monotonic(), 0.05)
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    response.read()
-                return True
-            except urllib.error.HTTPError as error:
-                if error.code not in self._RETRYABLE:
-                    return False
-            except OSError:
-                pass  # refused, reset, timed out: try again within the deadline
-            if delay is None or time.monotonic() + delay > deadline:
-                return False
-            if self._shutdown.wait(delay):
-                return False
-        return False
-
-    def shutdown(self) -> None:
-        self._shutdown.set()
 
 
 # --- the queue -------------------------------------------------------------------------
