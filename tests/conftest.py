@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tools.scaleout import free_port as scaleout_free_port
 
 from chatai_otel.testing.receiver import OTLPReceiver
 from support.logs import make_pipeline  # noqa: F401  (a fixture, for test_logs*.py)
@@ -40,9 +40,8 @@ def receiver() -> Iterator[OTLPReceiver]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free port, never the same twice in the test process (see tools.scaleout.free_port)."""
+    return scaleout_free_port()
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.5) -> Any:

@@ -29,11 +29,20 @@ GATEWAY_ADDRESSES = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 MARK = "chatai-otel scale-out"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A port nothing listens on, never the same twice in this process: the kernel may hand
+    a just-closed ephemeral port out again, and one collector's health, telemetry and zpages
+    ports are picked back to back (two equal ones: "bind: address already in use")."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def port_free_on(port: int, addresses: Sequence[str]) -> bool:
