@@ -323,7 +323,7 @@ _reported: set[str] = set()
 
 def report_fallbacks(names: tuple[str, ...]) -> None:
     """One log line per fast path among ``names`` that is off, once per process; and one
-    when this SDK cannot bound metric cardinality."""
+    at DEBUG when this SDK cannot bound metric cardinality (doctor says it plainly)."""
     from opentelemetry.sdk.version import __version__
 
     with _probe_lock:
@@ -331,7 +331,9 @@ def report_fallbacks(names: tuple[str, ...]) -> None:
         todo = [name for name in names if name not in _reported]
         _reported.update(todo, ("",))
     if first and not metric_cardinality_limits():
-        _log.warning(
+        # (doctor shows it too; a warning on every start of every process of an app pinned
+        # to an older SDK would be noise on stdout)
+        _log.debug(
             "chatai-otel: opentelemetry-sdk %s keeps every metric attribute set (cardinality "
             "limits need 1.45): CHATAI_OTEL_METRIC_CARDINALITY_LIMIT is not applied",
             __version__,
