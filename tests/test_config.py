@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from chatai_otel.config import ConfigError, load_settings
+from chatai_otel.config import ConfigError, StoreSettings, flat_names, load_settings
 from conftest import bin_path, telemetry_env
 
 pytestmark = pytest.mark.e2e  # starts other processes (see conftest: unit vs e2e)
@@ -157,6 +157,45 @@ def test_defaults_and_overrides():
     assert load_settings({}, service_name="bot").service_name == "bot"
     with pytest.raises(TypeError, match="unknown settings: colour"):
         load_settings({}, colour="blue")
+
+
+def test_settings_are_grouped_by_area_and_configured_by_flat_names():
+    settings = load_settings(
+        {"CHATAI_OTEL_HEALTH_TIMEOUT": "3", "CHATAI_OTEL_BROWSER_BURST": "7"},
+        log_level="debug",
+        access_log=False,
+        store_url="sqlite:///events.db",
+        alert_webhook_url="https://hooks.example/T/secret",
+        redact_keys=("pin",),
+    )
+    assert settings.logging.level == "debug"
+    assert settings.web.access_log is False
+    assert settings.health.timeout == 3.0
+    assert settings.browser.burst == 7
+    assert settings.store.url == "sqlite:///events.db"
+    assert settings.alerts.webhook_url == "https://hooks.example/T/secret"
+    assert settings.redaction.keys == ("pin",)
+    # Secrets stay out of the repr of the whole object, as they did of the flat one.
+    assert "secret" not in repr(settings) and "events.db" not in repr(settings)
+    # A whole group is a base its flat names refine.
+    base = StoreSettings(url="sqlite:///a.db", batch_size=10)
+    assert load_settings({}, store=base, store_batch_size=20).store == StoreSettings(
+        url="sqlite:///a.db", batch_size=20
+    )
+
+
+def test_every_flat_name_is_unambiguous_and_round_trips():
+    settings = load_settings({})
+    items = {name: value for name, value, _secret in settings.flat_items()}
+    # flat_items names every setting; configure() also takes each group whole
+    groups = {"logging", "redaction", "web", "health", "alerts", "store", "browser"}
+    assert set(flat_names()) == set(items) | groups and not set(items) & groups
+    assert items["log_level"] == "info" and items["store_durability"] == "all"
+    assert items["excluded_urls"] == settings.web.excluded_urls
+    secrets = {name for name, _value, secret in settings.flat_items() if secret}
+    assert secrets == {"alert_webhook_url", "alert_webhook_headers", "store_url"}
+    # Rebuilt from its own flat items, the object is the same.
+    assert load_settings({}, **items) == settings
 
 
 def test_configure_twice_returns_the_same_handle():

@@ -265,7 +265,7 @@ def test_bad_webhook_url_is_a_config_error_that_hides_the_value():
             "CHATAI_OTEL_AUDIT_EVENTS": "user_login, Invoice_Sent",
         }
     )
-    assert settings.alert_webhook_url == "https://hooks.example/x"
+    assert settings.alerts.webhook_url == "https://hooks.example/x"
     assert "hooks.example" not in repr(settings)
     assert settings.audit_events == ("user_login", "invoice_sent")
     with pytest.raises(ConfigError, match="CHATAI_OTEL_ALERT_RATE_LIMIT"):

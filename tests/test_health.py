@@ -535,12 +535,12 @@ def test_health_settings_are_validated():
             "CHATAI_OTEL_HEALTH_MEMORY_THRESHOLD": "80.5",
         }
     )
-    assert (settings.health_cache_ttl, settings.health_timeout, settings.health_interval) == (
+    assert (settings.health.cache_ttl, settings.health.timeout, settings.health.interval) == (
         0.0,
         0.25,
         30.0,
     )
-    assert (settings.health_disk_threshold, settings.health_memory_threshold) == (95.0, 80.5)
+    assert (settings.health.disk_threshold, settings.health.memory_threshold) == (95.0, 80.5)
     checker = HealthChecker(settings)
     assert (checker.cache_ttl, checker.timeout, checker.interval) == (0.0, 0.25, 30.0)
 

@@ -38,10 +38,10 @@ def schema() -> Iterator[str]:
 
 def test_store_settings_defaults_and_values() -> None:
     default = load_settings({"OTEL_SERVICE_NAME": "chatai-bot", "XDG_STATE_HOME": "/var/state"})
-    assert default.store_url is None
-    assert default.store_journal_dir == "/var/state/chatai-otel/journal/chatai-bot"
-    assert default.store_disk_budget == 1 << 30
-    assert (default.store_durability, default.store_batch_size) == ("all", 1000)
+    assert default.store.url is None
+    assert default.store.journal_dir == "/var/state/chatai-otel/journal/chatai-bot"
+    assert default.store.disk_budget == 1 << 30
+    assert (default.store.durability, default.store.batch_size) == ("all", 1000)
     settings = load_settings(
         {
             "CHATAI_OTEL_STORE_URL": "postgresql://app:secret@db/chatai",
@@ -55,15 +55,15 @@ def test_store_settings_defaults_and_values() -> None:
             "CHATAI_OTEL_STORE_CREATE_TABLES": "true",
         }
     )
-    assert settings.store_url == "postgresql://app:secret@db/chatai"
+    assert settings.store.url == "postgresql://app:secret@db/chatai"
     assert "secret" not in repr(settings)
-    assert settings.store_schema == "telemetry"
-    assert settings.store_journal_dir == "/data/journal"
-    assert settings.store_disk_budget == 512 << 20
-    assert settings.store_durability == "audit"
-    assert (settings.store_batch_size, settings.store_queue_size) == (500, 100)
-    assert settings.store_flush_interval == 0.05
-    assert settings.store_create_tables is True
+    assert settings.store.schema == "telemetry"
+    assert settings.store.journal_dir == "/data/journal"
+    assert settings.store.disk_budget == 512 << 20
+    assert settings.store.durability == "audit"
+    assert (settings.store.batch_size, settings.store.queue_size) == (500, 100)
+    assert settings.store.flush_interval == 0.05
+    assert settings.store.create_tables is True
 
 
 @pytest.mark.parametrize(

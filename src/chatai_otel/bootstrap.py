@@ -61,7 +61,7 @@ def configure(**overrides: Any) -> Telemetry:
         if not settings.sdk_disabled:
             report_fallbacks(_fast_paths_used(settings))  # one line per path that is off
         install_process_hooks(telemetry)
-        if settings.store_url:
+        if settings.store.url:
             _install_store(settings, telemetry)
         _telemetry = telemetry
         callbacks = _when_configured[:]

@@ -12,12 +12,13 @@ This module imports nothing of ours: everything else builds on it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 Protocol = Literal["grpc", "http/protobuf"]
 Signal = Literal["traces", "metrics", "logs"]
@@ -79,15 +80,125 @@ class BatchSettings:
     max_export_batch_size: int
 
 
+class _Group:
+    """A group of settings of one area; each field also has a flat name for ``configure()``.
+
+    The flat name is ``FLAT_PREFIX`` + the field name (``store_url`` for ``store.url``): the
+    keyword arguments of ``configure()`` and ``load_settings()`` stay one flat namespace.
+    """
+
+    FLAT_PREFIX: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class LogSettings(_Group):
+    """The logging pipeline (chatai_otel.logs)."""
+
+    FLAT_PREFIX: ClassVar[str] = "log_"
+
+    level: str = "info"
+    format: str = "auto"
+    levels: Mapping[str, str] = field(default_factory=dict)  # per-logger overrides
+    stdout: bool = True  # JSON (or console) lines on stdout
+    # seconds a stdout line may wait to be written with others by a background thread;
+    # 0 = each line written on the calling thread (chatai_otel.logs.line_writer)
+    stdout_interval: float = 0.05
+    file: str | None = None  # application log (JSON lines), like the seed's api.log
+    error_file: str | None = None  # records >= ERROR only, like the seed's error.log
+    audit_file: str | None = None  # the audit stream only, like the seed's audit.log
+    max_value_size: int = 8192  # characters per field value before truncation
+
+
+@dataclass(frozen=True)
+class RedactionSettings(_Group):
+    """Key names the scrubber (chatai_otel.redaction) treats as secret, or never as secret."""
+
+    FLAT_PREFIX: ClassVar[str] = "redact_"
+
+    keys: tuple[str, ...] = ()  # extra secret key names
+    safe_keys: tuple[str, ...] = ()  # key names never redacted by name
+
+
+@dataclass(frozen=True)
+class WebSettings(_Group):
+    """The web layer (chatai_otel.integrations.asgi and .fastapi)."""
+
+    # paths kept out of traces, metrics and the access log
+    excluded_urls: tuple[str, ...] = DEFAULT_EXCLUDED_URLS
+    access_log: bool = True
+    # uvicorn's own "GET /x HTTP/1.1" 200 line beside ours; off: one access line per request
+    uvicorn_access_log: bool = False
+    capture_headers: tuple[str, ...] = ()  # lower-case request header names put on the access line
+
+
+@dataclass(frozen=True)
+class HealthSettings(_Group):
+    """Health checks (chatai_otel.health)."""
+
+    FLAT_PREFIX: ClassVar[str] = "health_"
+
+    cache_ttl: float = 2.0  # seconds a check result is reused: a probe storm costs one run
+    timeout: float = 2.0  # seconds a check may take before it counts as unhealthy
+    interval: float = 15.0  # seconds between background runs (fresh metrics); 0 = off
+    disk_threshold: float = 90.0  # disk usage percent above which the system is degraded
+    memory_threshold: float = 85.0  # memory usage percent above which the system is degraded
+
+
+@dataclass(frozen=True)
+class AlertSettings(_Group):
+    """The critical-error webhook (chatai_otel.tracking.alerts)."""
+
+    FLAT_PREFIX: ClassVar[str] = "alert_"
+
+    webhook_url: str | None = field(default=None, repr=False)  # may hold a secret token
+    webhook_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    dedup_window: float = 300.0  # seconds: one alert per error fingerprint per window
+    rate_limit: int = 20  # alerts per minute, all fingerprints together
+    timeout: float = 5.0  # seconds per webhook request
+    queue_size: int = 100  # alerts waiting for the sender; more are dropped and counted
+
+
+@dataclass(frozen=True)
+class StoreSettings(_Group):
+    """The durable event and error store (chatai_otel.store); no URL: no SQL copy of events."""
+
+    FLAT_PREFIX: ClassVar[str] = "store_"
+
+    url: str | None = field(default=None, repr=False)  # may hold a password
+    schema: str | None = None
+    journal_dir: str = ""  # "" -> default_journal_dir(service_name)
+    disk_budget: int = 1 << 30  # bytes of journal files
+    durability: str = "all"  # "all": every record journaled; "audit": others best-effort
+    # rows per transaction at most: PostgreSQL's WAL flush per batch stays short where it
+    # shares a disk with the journal (same throughput as 2000 in benchmarks/bench_store.py)
+    batch_size: int = 1000
+    flush_interval: float = 0.1  # seconds a small batch waits for company
+    queue_size: int = 10_000  # records waiting for the journal or the writer
+    create_tables: bool = False  # create missing tables at the first connection
+
+
+@dataclass(frozen=True)
+class BrowserSettings(_Group):
+    """The browser telemetry tunnel (chatai_otel.integrations.browser_tunnel)."""
+
+    FLAT_PREFIX: ClassVar[str] = "browser_"
+
+    service_name: str = "chatai-frontend"  # forced on what browsers send
+    max_body: int = 512 * 1024  # bytes per OTLP request as sent
+    rate_limit: float = 5.0  # requests per second per client address
+    burst: int = 20  # requests a client may send at once before the rate applies
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything chatai-otel decides, in one immutable object."""
+    """Everything chatai-otel decides, in one immutable object, grouped by area."""
 
     sdk_disabled: bool = False
     service_name: str = "chatai"
     service_version: str = "0.0.0"
     environment: str = "development"
     resource_attributes: Mapping[str, str] = field(default_factory=dict)
+    # --- OpenTelemetry's own settings: exporters, sampling, batching ---
     traces_exporter: str = "otlp"
     metrics_exporter: str = "otlp"
     logs_exporter: str = "otlp"
@@ -104,61 +215,18 @@ class Settings:
     log_batch: BatchSettings = field(default_factory=lambda: BatchSettings(1.0, 30.0, 8192, 512))
     metric_cardinality_limit: int = 1000  # attribute sets per metric before folding into overflow
     shutdown_timeout: float = 5.0  # seconds; a dead collector never holds a shutdown longer
-    log_level: str = "info"
-    log_format: str = "auto"
-    # --- logging (chatai_otel.logs.pipeline) ---
-    log_levels: Mapping[str, str] = field(default_factory=dict)  # per-logger overrides
-    log_stdout: bool = True  # JSON (or console) lines on stdout
-    # seconds a stdout line may wait to be written with others by a background thread;
-    # 0 = each line written on the calling thread (chatai_otel.logs.line_writer)
-    log_stdout_interval: float = 0.05
-    log_file: str | None = None  # application log (JSON lines), like the seed's api.log
-    log_error_file: str | None = None  # records >= ERROR only, like the seed's error.log
-    log_audit_file: str | None = None  # the audit stream only, like the seed's audit.log
-    log_max_value_size: int = 8192  # characters per field value before truncation
-    redact_keys: tuple[str, ...] = ()  # extra secret key names for the scrubber
-    redact_safe_keys: tuple[str, ...] = ()  # key names never redacted by name
-    # health checks (chatai_otel.health)
-    health_cache_ttl: float = 2.0  # seconds a check result is reused: a probe storm costs one run
-    health_timeout: float = 2.0  # seconds a check may take before it counts as unhealthy
-    health_interval: float = 15.0  # seconds between background runs (fresh metrics); 0 = off
-    health_disk_threshold: float = 90.0  # disk usage percent above which the system is degraded
-    health_memory_threshold: float = 85.0  # memory usage percent above which the system is degraded
-    # web layer (chatai_otel.integrations.fastapi): paths kept out of traces, metrics and the access log
-    excluded_urls: tuple[str, ...] = DEFAULT_EXCLUDED_URLS
-    access_log: bool = True
-    # uvicorn's own "GET /x HTTP/1.1" 200 line beside ours; off: one access line per request
-    uvicorn_access_log: bool = False
-    capture_headers: tuple[str, ...] = ()  # lower-case request header names put on the access line
+    # --- chatai-otel's areas ---
+    logging: LogSettings = field(default_factory=LogSettings)
+    redaction: RedactionSettings = field(default_factory=RedactionSettings)
+    web: WebSettings = field(default_factory=WebSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    browser: BrowserSettings = field(default_factory=BrowserSettings)
+    # event types also written to the audit stream and kept durable (tracking.events, store)
+    audit_events: tuple[str, ...] = DEFAULT_AUDIT_EVENTS
     db_connect_spans: bool = False  # a `connect` span per pooled SQLAlchemy checkout
     gc_tuning: bool = True  # gc.freeze() and a higher young threshold once the app serves
-    # business events and errors (events.py, errors.py, alerts.py)
-    audit_events: tuple[str, ...] = (
-        DEFAULT_AUDIT_EVENTS  # event types also written to the audit stream
-    )
-    alert_webhook_url: str | None = field(default=None, repr=False)  # may hold a secret token
-    alert_webhook_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
-    alert_dedup_window: float = 300.0  # seconds: one alert per error fingerprint per window
-    alert_rate_limit: int = 20  # alerts per minute, all fingerprints together
-    alert_timeout: float = 5.0  # seconds per webhook request
-    alert_queue_size: int = 100  # alerts waiting for the sender; more are dropped and counted
-    # durable event and error store (store.py, journal.py); no URL: no SQL copy of events
-    store_url: str | None = field(default=None, repr=False)  # may hold a password
-    store_schema: str | None = None
-    store_journal_dir: str = ""  # "" -> default_journal_dir(service_name)
-    store_disk_budget: int = 1 << 30  # bytes of journal files
-    store_durability: str = "all"  # "all": every record journaled; "audit": others best-effort
-    # rows per transaction at most: PostgreSQL's WAL flush per batch stays short where it
-    # shares a disk with the journal (same throughput as 2000 in benchmarks/bench_store.py)
-    store_batch_size: int = 1000
-    store_flush_interval: float = 0.1  # seconds a small batch waits for company
-    store_queue_size: int = 10_000  # records waiting for the journal or the writer
-    store_create_tables: bool = False  # create missing tables at the first connection
-    # the browser telemetry tunnel (browser_tunnel.py)
-    browser_service_name: str = "chatai-frontend"  # forced on what browsers send
-    browser_max_body: int = 512 * 1024  # bytes per OTLP request as sent
-    browser_rate_limit: float = 5.0  # requests per second per client address
-    browser_burst: int = 20  # requests a client may send at once before the rate applies
 
     def exporter_for(self, signal: Signal) -> ExporterSettings:
         """The OTLP settings of one signal."""
@@ -169,6 +237,65 @@ class Settings:
         """``otlp``, ``console`` or ``none`` for one signal."""
         result: str = getattr(self, f"{signal}_exporter")
         return result
+
+    def flat_items(self) -> list[tuple[str, Any, bool]]:
+        """``(flat name, value, secret)`` for every setting, as ``configure()`` names them."""
+        items: list[tuple[str, Any, bool]] = []
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, _Group):
+                items.extend(
+                    (value.FLAT_PREFIX + inner.name, getattr(value, inner.name), not inner.repr)
+                    for inner in dataclasses.fields(value)  # type: ignore[arg-type]
+                )
+            else:
+                items.append((item.name, value, not item.repr))
+        return items
+
+
+def _groups() -> dict[str, type[_Group]]:
+    """The fields of Settings that hold a group, with the group's class."""
+    defaults = Settings()
+    return {
+        item.name: type(getattr(defaults, item.name))
+        for item in dataclasses.fields(Settings)
+        if isinstance(getattr(defaults, item.name), _Group)
+    }
+
+
+@functools.cache
+def flat_names() -> dict[str, tuple[str | None, str]]:
+    """Every name ``configure()`` accepts -> (group field or None for top level, field name)."""
+    names: dict[str, tuple[str | None, str]] = {
+        item.name: (None, item.name) for item in dataclasses.fields(Settings)
+    }
+    for group, cls in _groups().items():
+        for item in dataclasses.fields(cls):  # type: ignore[arg-type]
+            flat = cls.FLAT_PREFIX + item.name
+            if flat in names:
+                raise AssertionError(f"setting {flat} would be ambiguous")
+            names[flat] = (group, item.name)
+    return names
+
+
+def _assemble(values: Mapping[str, Any]) -> Settings:
+    """Settings from flat names; a whole group given by its field name is the base of its flat ones."""
+    top: dict[str, Any] = {}
+    grouped: dict[str, dict[str, Any]] = {}
+    names = flat_names()
+    for name, value in values.items():
+        group, field_name = names[name]
+        if group is None:
+            top[name] = value
+        else:
+            grouped.setdefault(group, {})[field_name] = value
+    for group, cls in _groups().items():
+        given = grouped.get(group, {})
+        if group in top:
+            top[group] = dataclasses.replace(top[group], **given)
+        else:
+            top[group] = cls(**given)
+    return Settings(**top)
 
 
 def _default_exporter(signal: Signal) -> ExporterSettings:
@@ -608,7 +735,11 @@ def _browser_settings(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-    """Read and validate the settings; ``overrides`` (field names of Settings) win over the environment."""
+    """Read and validate the settings; ``overrides`` win over the environment.
+
+    Overrides use the flat names (``log_level``, ``store_url``: see :func:`flat_names`); a
+    whole group (``store=StoreSettings(...)``) is accepted too.
+    """
     env = os.environ if env is None else env
     resource_attributes = parse_key_values(
         "OTEL_RESOURCE_ATTRIBUTES", _clean(env, "OTEL_RESOURCE_ATTRIBUTES")
@@ -689,9 +820,12 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
     values.update(_event_settings(env))
     values.update(_store_settings(env, service_name))
     values.update(_browser_settings(env))
-    known = {f.name for f in dataclasses.fields(Settings)}
-    unknown = set(overrides) - known
+    unknown = set(overrides) - set(flat_names())
     if unknown:
         raise TypeError(f"configure() got unknown settings: {', '.join(sorted(unknown))}")
+    whole_groups = set(overrides) & set(_groups())
+    if whole_groups:  # a group given whole replaces what the environment said of it
+        names = flat_names()
+        values = {k: v for k, v in values.items() if names[k][0] not in whole_groups}
     values.update(overrides)
-    return Settings(**values)
+    return _assemble(values)

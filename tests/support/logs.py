@@ -70,7 +70,7 @@ def make_pipeline(receiver, capsys) -> Iterator[Callable[..., Harness]]:
                 **env,
             }
         )
-        levels.extend(settings.log_levels)
+        levels.extend(settings.logging.levels)
         telemetry = build_telemetry(settings)
         configure_logging(settings, telemetry.logger_provider)
         harness = Harness(telemetry, receiver, capsys)

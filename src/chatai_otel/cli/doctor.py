@@ -14,7 +14,6 @@ Exit status: 0 all well, 1 an endpoint does not answer, 2 the configuration is i
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import platform
 import sys
@@ -248,19 +247,19 @@ def _settings_rows(settings: Settings) -> list[tuple[str, str]]:
             f"{_version('opentelemetry-sdk')} keeps every attribute set (limits need 1.45)",
         ),
         ("shutdown timeout", f"{settings.shutdown_timeout:g} s"),
-        ("log level / format", f"{settings.log_level} / {settings.log_format}"),
-        ("excluded URLs", ",".join(settings.excluded_urls) or "(none)"),
+        ("log level / format", f"{settings.logging.level} / {settings.logging.format}"),
+        ("excluded URLs", ",".join(settings.web.excluded_urls) or "(none)"),
         (
             "alert webhook",
-            mask_url(settings.alert_webhook_url) if settings.alert_webhook_url else "(none)",
+            mask_url(settings.alerts.webhook_url) if settings.alerts.webhook_url else "(none)",
         ),
         (
             "event store",
             (
-                f"{_scrubber.scrub_text(settings.store_url)} (journal {settings.store_journal_dir}, "
-                f"durability {settings.store_durability})"
+                f"{_scrubber.scrub_text(settings.store.url)} (journal {settings.store.journal_dir}, "
+                f"durability {settings.store.durability})"
             )
-            if settings.store_url
+            if settings.store.url
             else "(none: events and errors are not written to SQL)",
         ),
     ]
@@ -271,10 +270,9 @@ def _settings_rows(settings: Settings) -> list[tuple[str, str]]:
         "metric_cardinality_limit", "shutdown_timeout", "log_level", "log_format",
         "excluded_urls", "alert_webhook_url", "store_url", "store_journal_dir", "store_durability",
     }  # fmt: skip
-    for item in dataclasses.fields(settings):
-        if item.name not in shown:
-            value = getattr(settings, item.name)
-            rows.append((item.name.replace("_", " "), _plain(value, secret=not item.repr)))
+    for name, value, secret in settings.flat_items():
+        if name not in shown:
+            rows.append((name.replace("_", " "), _plain(value, secret=secret)))
     return rows
 
 

@@ -78,8 +78,8 @@ def store_command(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"chatai-otel: configuration error: {error}", file=sys.stderr)
         return 2
-    url = args.url or settings.store_url
-    schema = args.schema or settings.store_schema
+    url = args.url or settings.store.url
+    schema = args.schema or settings.store.schema
     if not url:
         print("chatai-otel: set CHATAI_OTEL_STORE_URL or pass --url", file=sys.stderr)
         return 2
@@ -92,7 +92,7 @@ def store_command(args: argparse.Namespace) -> int:
         print(f"store: tables business_event_log and error_log are ready{where}")
         return 0
     durable = DurableStore(
-        url, journal_dir=args.journal_dir or settings.store_journal_dir, schema=schema
+        url, journal_dir=args.journal_dir or settings.store.journal_dir, schema=schema
     ).start()
     drained = durable.flush(args.timeout) and durable.close(args.timeout)
     print("store: journal drained" if drained else "store: records remain in the journal")

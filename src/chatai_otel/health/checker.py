@@ -66,9 +66,9 @@ class HealthChecker:
             telemetry = current()
             settings = telemetry.settings if telemetry is not None else load_settings()
         self.settings = settings
-        self.cache_ttl = settings.health_cache_ttl if cache_ttl is None else cache_ttl
-        self.timeout = settings.health_timeout if timeout is None else timeout
-        self.interval = settings.health_interval if interval is None else interval
+        self.cache_ttl = settings.health.cache_ttl if cache_ttl is None else cache_ttl
+        self.timeout = settings.health.timeout if timeout is None else timeout
+        self.interval = settings.health.interval if interval is None else interval
         self.version = settings.service_version if version is None else version
         self._checks: dict[str, _Check] = {}
         self._background: asyncio.Task[None] | None = None
@@ -159,10 +159,10 @@ class HealthChecker:
         check = SystemCheck(
             disk_path=disk_path,
             disk_threshold=(
-                self.settings.health_disk_threshold if disk_threshold is None else disk_threshold
+                self.settings.health.disk_threshold if disk_threshold is None else disk_threshold
             ),
             memory_threshold=(
-                self.settings.health_memory_threshold
+                self.settings.health.memory_threshold
                 if memory_threshold is None
                 else memory_threshold
             ),

@@ -215,11 +215,11 @@ class BrowserTelemetryTunnel:
         from chatai_otel import process_settings
 
         self.settings = settings or process_settings.settings()
-        self.service_name = service_name or self.settings.browser_service_name
-        self.max_body = max_body or self.settings.browser_max_body
+        self.service_name = service_name or self.settings.browser.service_name
+        self.max_body = max_body or self.settings.browser.max_body
         self.buckets = TokenBuckets(
-            self.settings.browser_rate_limit if rate_limit is None else rate_limit,
-            self.settings.browser_burst if burst is None else burst,
+            self.settings.browser.rate_limit if rate_limit is None else rate_limit,
+            self.settings.browser.burst if burst is None else burst,
         )
         self.max_pending = max_pending
         self.queue_size = queue_size

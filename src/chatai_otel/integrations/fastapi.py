@@ -242,12 +242,12 @@ def instrument_app(
     settings = _settings()
     options: dict[str, Any] = {
         "excluded_urls": (
-            *(settings.excluded_urls if excluded_urls is None else excluded_urls),
+            *(settings.web.excluded_urls if excluded_urls is None else excluded_urls),
             *getattr(app, _EXTRA_EXCLUDED_ATTR, ()),
         ),
-        "access_log": settings.access_log if access_log is None else access_log,
+        "access_log": settings.web.access_log if access_log is None else access_log,
         "capture_headers": tuple(
-            settings.capture_headers if capture_headers is None else capture_headers
+            settings.web.capture_headers if capture_headers is None else capture_headers
         ),
         "gc_tuning": settings.gc_tuning,
     }

@@ -39,26 +39,28 @@ def _level(name: str) -> int:
 
 def configure_logging(settings: Settings, logger_provider: LoggerProvider | None) -> None:
     """Install the pipeline for the whole process (a second call replaces the first)."""
-    scrubber = configure_scrubber(settings.redact_keys, settings.redact_safe_keys)
+    scrubber = configure_scrubber(settings.redaction.keys, settings.redaction.safe_keys)
     stdout_tty = False
     try:
         stdout_tty = sys.stdout.isatty()
     except Exception:
         pass
-    console = settings.log_format == "console" or (settings.log_format == "auto" and stdout_tty)
+    console = settings.logging.format == "console" or (
+        settings.logging.format == "auto" and stdout_tty
+    )
     files = {
-        "app_file": (settings.log_file, "CHATAI_OTEL_LOG_FILE"),
-        "error_file": (settings.log_error_file, "CHATAI_OTEL_LOG_ERROR_FILE"),
-        "audit_file": (settings.log_audit_file, "CHATAI_OTEL_LOG_AUDIT_FILE"),
+        "app_file": (settings.logging.file, "CHATAI_OTEL_LOG_FILE"),
+        "error_file": (settings.logging.error_file, "CHATAI_OTEL_LOG_ERROR_FILE"),
+        "audit_file": (settings.logging.audit_file, "CHATAI_OTEL_LOG_AUDIT_FILE"),
     }
     opened = {key: FileOutput(path, variable) for key, (path, variable) in files.items() if path}
     pipeline = Pipeline(
         scrubber=scrubber,
-        max_value_size=settings.log_max_value_size,
-        stdout=settings.log_stdout,
+        max_value_size=settings.logging.max_value_size,
+        stdout=settings.logging.stdout,
         console=console,
         colors=console and stdout_tty,
-        stdout_interval=settings.log_stdout_interval,
+        stdout_interval=settings.logging.stdout_interval,
         processor=processor_of(logger_provider),
         **opened,
     )
@@ -69,15 +71,15 @@ def configure_logging(settings: Settings, logger_provider: LoggerProvider | None
         previous.close()
 
     root = logging.getLogger()
-    root.setLevel(_level(settings.log_level))
-    for name, level in settings.log_levels.items():
+    root.setLevel(_level(settings.logging.level))
+    for name, level in settings.logging.levels.items():
         logging.getLogger(name).setLevel(_level(level))
     audit = logging.getLogger(AUDIT_LOGGER)
     audit.setLevel(1)  # never filtered by level
     audit.disabled = False
 
     stdlib_bridge.keep_quiet(
-        (UVICORN_ACCESS,) if settings.access_log and not settings.uvicorn_access_log else ()
+        (UVICORN_ACCESS,) if settings.web.access_log and not settings.web.uvicorn_access_log else ()
     )
 
     configure_structlog()

@@ -624,18 +624,18 @@ def install(
     """Start the store of ``settings`` and make it the process-wide sink; None without a URL."""
     from chatai_otel.store.records import set_sink
 
-    if not settings.store_url:
+    if not settings.store.url:
         return None
     store = DurableStore(
-        settings.store_url,
-        journal_dir=settings.store_journal_dir,
-        schema=settings.store_schema,
-        disk_budget=settings.store_disk_budget,
-        durability=settings.store_durability,
-        batch_size=settings.store_batch_size,
-        flush_interval=settings.store_flush_interval,
-        queue_size=settings.store_queue_size,
-        create_tables=settings.store_create_tables,
+        settings.store.url,
+        journal_dir=settings.store.journal_dir,
+        schema=settings.store.schema,
+        disk_budget=settings.store.disk_budget,
+        durability=settings.store.durability,
+        batch_size=settings.store.batch_size,
+        flush_interval=settings.store.flush_interval,
+        queue_size=settings.store.queue_size,
+        create_tables=settings.store.create_tables,
     )
     store.start()
     set_sink(store)

@@ -268,14 +268,14 @@ def get_notifier() -> AlertNotifier | None:
             return _notifier
         settings = process_settings.settings()
         notifier = None
-        if settings.alert_webhook_url:
+        if settings.alerts.webhook_url:
             notifier = AlertNotifier(
-                settings.alert_webhook_url,
-                headers=settings.alert_webhook_headers,
-                dedup_window=settings.alert_dedup_window,
-                rate_limit=settings.alert_rate_limit,
-                timeout=settings.alert_timeout,
-                queue_size=settings.alert_queue_size,
+                settings.alerts.webhook_url,
+                headers=settings.alerts.webhook_headers,
+                dedup_window=settings.alerts.dedup_window,
+                rate_limit=settings.alerts.rate_limit,
+                timeout=settings.alerts.timeout,
+                queue_size=settings.alerts.queue_size,
             )
             if telemetry is not None:
                 telemetry.add_shutdown_callback(notifier.close)
