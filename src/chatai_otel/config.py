@@ -253,14 +253,15 @@ class Settings:
         return items
 
 
+@functools.cache
 def _groups() -> dict[str, type[_Group]]:
-    """The fields of Settings that hold a group, with the group's class."""
-    defaults = Settings()
-    return {
-        item.name: type(getattr(defaults, item.name))
-        for item in dataclasses.fields(Settings)
-        if isinstance(getattr(defaults, item.name), _Group)
-    }
+    """The fields of Settings that hold a group, with the group's class (its default factory)."""
+    groups: dict[str, type[_Group]] = {}
+    for item in dataclasses.fields(Settings):
+        factory = item.default_factory
+        if isinstance(factory, type) and issubclass(factory, _Group):
+            groups[item.name] = factory
+    return groups
 
 
 @functools.cache
