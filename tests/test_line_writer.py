@@ -352,3 +352,19 @@ def test_a_bad_stdout_interval_is_a_clear_config_error(raw):
         load_settings({"CHATAI_OTEL_LOG_STDOUT_INTERVAL": raw})
     assert "CHATAI_OTEL_LOG_STDOUT_INTERVAL" in str(error.value)
     assert "between 0 and 10" in str(error.value)
+
+
+def test_lines_to_a_pipe_leave_in_writes_of_up_to_pipe_buf_bytes():
+    """Nine 400-byte access lines fit in one atomic pipe write (4096 bytes on Linux), not
+    nine: one system call for the batch, and still no line cut between two writes."""
+    import select
+
+    from chatai_otel.logs.line_writer import ATOMIC_WRITE, _pieces
+
+    assert getattr(select, "PIPE_BUF", 512) == ATOMIC_WRITE
+    lines = [f"{n:03d}" + "x" * 396 + "\n" for n in range(25)]
+    pieces = _pieces(lines, "utf-8")
+    assert b"".join(pieces) == "".join(lines).encode()
+    assert all(len(piece) <= ATOMIC_WRITE for piece in pieces)
+    assert all(piece.endswith(b"\n") for piece in pieces)
+    assert len(pieces) == -(-25 // (ATOMIC_WRITE // 400))

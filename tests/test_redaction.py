@@ -253,3 +253,43 @@ def plant(secret: str) -> st.SearchStrategy[object]:
 def test_planted_secrets_never_survive_scrub(data, secret):
     value = data.draw(plant(secret))
     assert secret not in repr(Scrubber().scrub(value))
+
+
+def _scanned(scrubber: Scrubber, text: str) -> str:
+    """scrub_text the long way: the trigger and the shape scan, no shortcut."""
+    from chatai_otel.redaction import _SHAPES, _TRIGGER
+
+    if not _TRIGGER.search(text):
+        return text
+    return _SHAPES.sub(scrubber._replace_shape, scrubber._scrub_pairs(text))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["AKIA", "IOSFODNN7EXAMPLE", "Bearer", "token", "eyJ", "sk", "ghp", "xoxb", "0", "ab"]
+        )
+        | st.text(alphabet="abcdefABCDEF0123456789AKIOSxyzé", min_size=1, max_size=12),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_the_letters_and_digits_shortcut_gives_what_the_scan_gives(parts):
+    scrubber = Scrubber()
+    text = "".join(parts)
+    assert scrubber.scrub_text(text) == _scanned(scrubber, text)
+
+
+def test_ids_are_passed_through_without_filling_the_text_caches():
+    from chatai_otel.logs.values import ValueCleaner
+
+    scrubber = Scrubber()
+    cleaner = ValueCleaner(scrubber, 8192)
+    request_id = "6c448a8809fb6d73945825657e3a8a1c"
+    assert scrubber.scrub_text_cached(request_id) == request_id
+    assert cleaner.fields({"request_id": request_id}) == {"request_id": request_id}
+    assert scrubber.text_cache == {} and cleaner._text_cache == {}
+    # an AWS access key id is letters and digits too: still found
+    assert scrubber.scrub_text("AKIAIOSFODNN7EXAMPLE") == REDACTED
+    assert cleaner.fields({"note": "AKIAIOSFODNN7EXAMPLE"}) == {"note": REDACTED}

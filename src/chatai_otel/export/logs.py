@@ -46,6 +46,7 @@ from chatai_otel.export.otlp_wire import (
     INT64_MAX,
     SMALL_INT_VALUES,
     VARINTS,
+    EncodedPairs,
     ResourceField,
     any_value,
     field,
@@ -114,7 +115,7 @@ class OtlpLogEncoder:
         self._code: dict[tuple[Any, ...], bytes] = {}
         self._scopes: dict[Any, bytes] = {}
         self._resource = ResourceField()
-        self._pairs: dict[tuple[str, str], bytes] = {}
+        self._pairs = EncodedPairs(self._CACHE_LIMIT)
         self._bodies: dict[str, bytes] = {}
         self._ids: tuple[int, int, bytes] = (0, 0, b"")
 
@@ -224,9 +225,7 @@ class OtlpLogEncoder:
         kv = prefix + b"\x12" + varint(len(encoded_value)) + encoded_value
         encoded = b"\x32" + varint(len(kv)) + kv
         if cache:
-            if len(self._pairs) >= self._CACHE_LIMIT:
-                self._pairs.clear()
-            self._pairs[(key, value)] = encoded
+            self._pairs.remember(key, (key, value), encoded)
         return encoded
 
     def _key(self, key: str) -> bytes:

@@ -109,6 +109,51 @@ def scope_message(scope: InstrumentationScope | str) -> bytes:
     return encoded
 
 
+class EncodedPairs:
+    """Encoded attributes by ``(key, value)``, bounded, for the values that repeat.
+
+    Why not a plain dict: a request id, an order number or a timestamp text is new on every
+    record. Cached, such values would fill the table and clear it every few thousand records,
+    taking the values that do repeat (routes, methods, statuses) with them. So once one key
+    has brought a quarter of the table's size in new values since the last clear, its values
+    are no longer remembered. Encoders read :attr:`get` inline and call :meth:`remember`
+    after a miss.
+    """
+
+    __slots__ = ("_limit", "_new_values", "_pairs", "_unrepeated", "get")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._pairs: dict[tuple[str, Any], bytes] = {}
+        self._new_values: dict[str, int] = {}  # key -> values added since the last clear
+        self._unrepeated: set[str] = set()  # keys whose values are not remembered
+        self.get = self._pairs.get
+
+    def remember(self, key: str, cache_key: tuple[str, Any], encoded: bytes) -> None:
+        if key in self._unrepeated:
+            return
+        pairs = self._pairs
+        if len(pairs) >= self._limit:
+            pairs.clear()
+            self._new_values.clear()
+        added = self._new_values.get(key, 0) + 1
+        self._new_values[key] = added
+        if added > self._limit // 4:
+            if len(self._unrepeated) >= self._limit:
+                self._unrepeated.clear()
+            self._unrepeated.add(key)
+            return
+        pairs[cache_key] = encoded
+
+    def clear(self) -> None:
+        self._pairs.clear()
+        self._new_values.clear()
+        self._unrepeated.clear()
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+
 class ResourceField:
     """``resource`` (field 1) and ``schema_url`` (field 3) of a ``Resource{Spans,Logs}``
     message, re-encoded only when the attribute map changes (sdk.py swaps it after fork

@@ -36,6 +36,7 @@ from opentelemetry.trace import Link, SpanKind, Status
 
 from chatai_otel.export.otlp_wire import (
     VARINTS,
+    EncodedPairs,
     ResourceField,
     any_value,
     field,
@@ -197,7 +198,7 @@ class OtlpSpanEncoder:
     _CACHE_LIMIT = 4096
 
     def __init__(self) -> None:
-        self._pairs: dict[tuple[str, Any], bytes] = {}
+        self._pairs = EncodedPairs(self._CACHE_LIMIT)
         self._scrubber = get_scrubber()
         self._names: dict[str, bytes] = {}
         self._scopes: dict[Any, bytes] = {}
@@ -301,6 +302,7 @@ class OtlpSpanEncoder:
         key, secret shapes in strings. A cached pair was scrubbed when it was encoded.
         """
         pairs = self._pairs
+        cached = pairs.get
         scrub = self._scrub_value
         out = []
         for key, value in attributes.items():
@@ -309,12 +311,10 @@ class OtlpSpanEncoder:
             kind = type(value)
             if (kind is str and len(value) <= 64) or (kind is int and 0 <= value < 16384):
                 cache_key = (key, value) if kind is str else (key, -value - 1)
-                encoded = pairs.get(cache_key)
+                encoded = cached(cache_key)
                 if encoded is None:
                     encoded = self._pair(key, scrub(key, value))
-                    if len(pairs) >= self._CACHE_LIMIT:
-                        pairs.clear()
-                    pairs[cache_key] = encoded
+                    pairs.remember(key, cache_key, encoded)
             else:
                 encoded = self._pair(key, scrub(key, value))
             out.append(encoded)

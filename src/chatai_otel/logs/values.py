@@ -17,6 +17,7 @@ import orjson
 from chatai_otel.redaction import (
     REDACTED,
     Scrubber,
+    cannot_hold_a_secret_shape,
     structured_fields,
 )
 
@@ -40,6 +41,8 @@ class ValueCleaner:
             cached = self._text_cache.get(value)
             if cached is not None:
                 return cached
+            if cannot_hold_a_secret_shape(value):  # ids: unique, so not worth remembering
+                return value
             cleaned = self.scrubber.scrub_text(value)
             if len(self._text_cache) >= 4096:
                 self._text_cache.clear()
