@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import struct
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -119,7 +119,7 @@ class OtlpLogEncoder:
         self._bodies: dict[str, bytes] = {}
         self._ids: tuple[int, int, bytes] = (0, 0, b"")
 
-    def encode(self, records: Sequence[Record], resource: Resource | None) -> bytes:
+    def encode(self, records: Iterable[Record], resource: Resource | None) -> bytes:
         """The serialized request for ``records`` (grouped by scope, one resource)."""
         by_scope: dict[Any, list[bytes]] = {}
         encode_record = self._record

@@ -25,7 +25,7 @@ for the network. After ``fork`` the child gets a fresh queue and worker.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
@@ -205,7 +205,7 @@ class OtlpSpanEncoder:
         self._resource = ResourceField()
 
     def encode(
-        self, spans: Sequence[SpanRecord | ReadableSpan], resource: Resource | None
+        self, spans: Iterable[SpanRecord | ReadableSpan], resource: Resource | None
     ) -> bytes:
         """The serialized request for ``spans`` (grouped by scope, one resource)."""
         scrubber = get_scrubber()

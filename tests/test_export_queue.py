@@ -1,0 +1,26 @@
+"""The export worker's batches (chatai_otel.export.queue): encoded in slices, between which
+the worker lets the request threads run."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatai_otel.export import queue
+
+
+@pytest.mark.parametrize("size", [0, 1, queue.GIL_SLICE, queue.GIL_SLICE + 1, 512])
+def test_a_batch_is_handed_to_the_encoder_whole_and_in_order(size, monkeypatch):
+    releases = []
+    monkeypatch.setattr(queue, "_sched_yield", lambda: releases.append(True))
+    batch = list(range(size))
+    assert list(queue._yielding_the_gil(batch)) == batch
+    # one release between two slices, none before the first or after the last
+    assert len(releases) == max(0, -(-size // queue.GIL_SLICE) - 1)
+
+
+def test_the_release_lets_go_of_the_gil_on_this_platform():
+    import os
+
+    if hasattr(os, "sched_yield"):
+        assert queue._sched_yield is os.sched_yield
+    queue._let_others_run()  # never raises
