@@ -123,7 +123,9 @@ def _print(result: dict[str, Any], counts: dict[str, int], args: argparse.Namesp
         )
     emitted = result["emitted"]
     print(
-        f"\nDelivered to the receiver: {counts['spans']:,} spans, {counts['logs']:,} log records "
+        f"\nDelivered to the receiver: {counts['spans']:,} spans ({emitted['spans_sent']:,} sent, "
+        f"{emitted['spans_dropped']:,} dropped by the bounded span queue), "
+        f"{counts['logs']:,} log records "
         f"({emitted['log_records']:,} written: {emitted['log_records'] - counts['logs']:,} "
         f"dropped by the bounded log queue), {counts['metric_points']:,} metric points; "
         f"store stand-in: {emitted['store_written']:,} records written, "
@@ -274,6 +276,11 @@ def _child(args: argparse.Namespace) -> None:
     finally:
         seed.drop()
     sink.flush()
+    from opentelemetry import trace
+
+    from chatai_otel.export.spans import processor_of
+
+    spans = processor_of(trace.get_tracer_provider())
     telemetry.shutdown(30)
 
     result: dict[str, Any] = {"arms": {}, "load": load}
@@ -292,6 +299,8 @@ def _child(args: argparse.Namespace) -> None:
         "log_records": ours_events + 50 * sum(1 for name in arms if name.startswith("chatai")),
         "store_written": sink.written,
         "store_dropped": sink.dropped,
+        "spans_sent": spans.exported if spans is not None else -1,
+        "spans_dropped": spans.dropped + spans.failed if spans is not None else -1,
     }
     Path(args.child).write_text(json.dumps(result))
 

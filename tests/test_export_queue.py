@@ -13,9 +13,16 @@ def test_a_batch_is_handed_to_the_encoder_whole_and_in_order(size, monkeypatch):
     releases = []
     monkeypatch.setattr(queue, "_sched_yield", lambda: releases.append(True))
     batch = list(range(size))
-    assert list(queue._yielding_the_gil(batch)) == batch
+    assert list(queue._yielding_the_gil(batch, lambda: False)) == batch
     # one release between two slices, none before the first or after the last
     assert len(releases) == max(0, -(-size // queue.GIL_SLICE) - 1)
+
+
+def test_a_queue_about_to_overflow_is_drained_without_pauses(monkeypatch):
+    releases = []
+    monkeypatch.setattr(queue, "_sched_yield", lambda: releases.append(True))
+    assert len(list(queue._yielding_the_gil(list(range(512)), lambda: True))) == 512
+    assert releases == []
 
 
 def test_the_release_lets_go_of_the_gil_on_this_platform():

@@ -181,9 +181,14 @@ class BatchExportQueue(Generic[Item]):
                 self._export_batch(batch)
         return True
 
+    def _draining(self) -> bool:
+        """True while the queue is more than half full: then the worker keeps the GIL and
+        drains (letting the producers run would only have them drop what they queue)."""
+        return len(self._queue) > self._max_queue // 2
+
     def _export_batch(self, batch: list[Item]) -> None:
         try:
-            payload = self._encode(_yielding_the_gil(batch), self.resource)
+            payload = self._encode(_yielding_the_gil(batch, self._draining), self.resource)
             ok = self._exporter.export_encoded(payload, len(batch))
         except Exception:
             diagnostics.exception("chatai-otel: exporting %d %s failed", len(batch), self.noun)
@@ -250,8 +255,9 @@ def _let_others_run() -> None:
     _sched_yield()
 
 
-def _yielding_the_gil(batch: list[Item]) -> Iterator[Item]:
-    """``batch`` item by item, letting other threads run after every :data:`GIL_SLICE` items.
+def _yielding_the_gil(batch: list[Item], draining: Callable[[], bool]) -> Iterator[Item]:
+    """``batch`` item by item, letting other threads run after every :data:`GIL_SLICE` items
+    (unless ``draining()``: a queue about to overflow comes first).
 
     Why: encoding a full batch is several milliseconds of pure Python. Left alone, the
     worker keeps the GIL until the interpreter's switch interval (5 ms) forces it off, and
@@ -260,7 +266,7 @@ def _yielding_the_gil(batch: list[Item]) -> Iterator[Item]:
     system call per slice.
     """
     for start in range(0, len(batch), GIL_SLICE):
-        if start:
+        if start and not draining():
             _let_others_run()
         yield from batch[start : start + GIL_SLICE]
 
