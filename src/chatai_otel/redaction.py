@@ -260,7 +260,9 @@ class Scrubber:
     def scrub_text_cached(self, text: str) -> str:
         """:meth:`scrub_text`, remembered for texts of at most ``TEXT_CACHE_LENGTH`` characters
         (a URL costs the scan tens of µs, and telemetry repeats its texts)."""
-        if len(text) > TEXT_CACHE_LENGTH or cannot_hold_a_secret_shape(text):
+        if cannot_hold_a_secret_shape(text):
+            return text
+        if len(text) > TEXT_CACHE_LENGTH:
             return self.scrub_text(text)
         cache = self.text_cache
         cleaned = cache.get(text)

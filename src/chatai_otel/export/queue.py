@@ -240,19 +240,13 @@ class BatchExportQueue(Generic[Item]):
 
 # Items encoded between two releases of the GIL: ~0.4 ms of span encoding (13.5 µs a span).
 GIL_SLICE = 32
-_sched_yield: Callable[[], None] = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
-
-
-def _let_others_run() -> None:
-    """Release the GIL and the CPU: a thread that waits for either runs now.
-
-    ``os.sched_yield`` releases the GIL around the system call and lets the kernel run
-    another thread of this core. ``time.sleep(0)`` only releases the GIL: on a core shared
-    with the request thread, the worker often takes it back before that thread is scheduled
-    (p99 on ``/ping`` with ``./dev bench web``'s one-core server, 2026-12-08: 15.1 ms without
-    a release, 11.3 ms with ``sleep(0)``, 7.8 ms with ``sched_yield``; bare uvicorn 4.7 ms).
-    """
-    _sched_yield()
+# Releases the GIL and the CPU, so that a thread waiting for either runs now. ``os.sched_yield``
+# releases the GIL around the system call and lets the kernel run another thread of this core;
+# ``time.sleep(0)`` only releases the GIL, and on a core shared with the request thread the
+# worker often takes it back before that thread is scheduled (p99 on ``/ping`` with
+# ``./dev bench web``'s one-core server, 2026-12-08: 15.1 ms without a release, 11.3 ms with
+# ``sleep(0)``, 7.8 ms with ``sched_yield``; bare uvicorn 4.7 ms).
+_let_others_run: Callable[[], None] = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
 
 
 def _yielding_the_gil(batch: list[Item], draining: Callable[[], bool]) -> Iterator[Item]:
