@@ -17,6 +17,7 @@ from chatai_otel._sdk_compat import ConfiguratorBase, DistroBase
 from chatai_otel.bootstrap import ConfigError, configure, exit_on_config_error
 from chatai_otel.integrations.fastapi import enable_auto_instrumentation
 from chatai_otel.integrations.instrumentors import (
+    activate_on_import,
     inactive_libraries,
     instrument_with_options,
     report_inactive,
@@ -51,8 +52,12 @@ class ChatAIDistro(DistroBase):  # type: ignore[misc]
         if entry_point.name in SKIPPED_INSTRUMENTORS:
             return
         options = {**INSTRUMENTOR_OPTIONS.get(entry_point.name, {}), **kwargs}
-        instrumentor = entry_point.load()
-        instrument_with_options(entry_point.name, instrumentor(), **options)
+
+        def activate() -> None:  # loading the instrumentor imports its library
+            instrumentor = entry_point.load()
+            instrument_with_options(entry_point.name, instrumentor(), **options)
+
+        activate_on_import(entry_point.name, activate)
 
 
 class ChatAIConfigurator(ConfiguratorBase):  # type: ignore[misc]

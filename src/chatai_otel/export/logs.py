@@ -45,6 +45,7 @@ from chatai_otel._sdk_compat import (
 from chatai_otel.export.otlp_wire import (
     INT64_MAX,
     SMALL_INT_VALUES,
+    TABLED,
     VARINTS,
     EncodedPairs,
     ResourceField,
@@ -183,7 +184,7 @@ class OtlpLogEncoder:
                     prefix = keys.get(key)
                     if prefix is None:
                         prefix = self._key(key)
-                    if value < 16384:
+                    if value < TABLED:
                         kv = prefix + SMALL_INT_VALUES[value]
                     else:
                         number = varint(value)
@@ -218,7 +219,7 @@ class OtlpLogEncoder:
         prefix = self._keys.get(key)
         if prefix is None:
             prefix = self._key(key)
-        if type(value) is int and 0 <= value < 16384:
+        if type(value) is int and 0 <= value < TABLED:
             encoded_value = b"\x18" + VARINTS[value]
         else:
             encoded_value = any_value(value)

@@ -35,6 +35,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanKind, Status
 
 from chatai_otel.export.otlp_wire import (
+    TABLED,
     VARINTS,
     EncodedPairs,
     ResourceField,
@@ -340,7 +341,7 @@ class OtlpSpanEncoder:
     @staticmethod
     def _pair(key: str, value: Any) -> bytes:
         """One ``KeyValue`` as field 9 of ``Span`` (callers re-tag it for events and links)."""
-        if type(value) is int and 0 <= value < 16384:
+        if type(value) is int and 0 <= value < TABLED:
             encoded_value = b"\x18" + VARINTS[value]
         else:
             encoded_value = any_value(value)
