@@ -4,8 +4,10 @@ Arms, interleaved round by round in one child process that exports over OTLP/gRP
 to a receiver running in its own process (``python -m chatai_otel.testing.receiver``):
 
 * ``emit`` in a request span (a server span as the web layer opens it): span event + counter + JSON log line (to a file) and
-  OTLP log record + store enqueue. The store is a stand-in for issue 6's durable
-  store: a bounded queue drained by a thread that writes JSON lines to a file.
+  OTLP log record + store hand-off. The store is the real durable store
+  (``chatai_otel.store``, its defaults: every record journaled, batches copied into the
+  real PostgreSQL at 127.0.0.1:5432, database ``test``, a schema of its own dropped at
+  the end).
 * ``await log_event`` in a request span, the same sink.
 * ``emit`` with no active span: the event gets a short span of its own.
 * ``emit`` in a span on a thread with no event loop (a sync worker): its stdout lines are
@@ -31,12 +33,10 @@ import asyncio
 import json
 import logging
 import os
-import queue
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -111,7 +111,7 @@ def _print(result: dict[str, Any], counts: dict[str, int], args: argparse.Namesp
     load = ", ".join(f"{value:.1f}" for value in result["load"])
     print(
         f"{args.rounds} interleaved rounds; {os.cpu_count()} cores shared with other work "
-        f"(the receiver process, other test runs; 1-minute load average at each round: {load}): "
+        f"(the receiver process and whatever else runs; 1-minute load average at each round: {load}): "
         "ratios from the same run are what count.\n"
     )
     print("| arm | events | median µs/event | p99 µs/event | seed's way ÷ this |")
@@ -128,53 +128,25 @@ def _print(result: dict[str, Any], counts: dict[str, int], args: argparse.Namesp
         f"{counts['logs']:,} log records "
         f"({emitted['log_records']:,} written: {emitted['log_records'] - counts['logs']:,} "
         f"dropped by the bounded log queue), {counts['metric_points']:,} metric points; "
-        f"store stand-in: {emitted['store_written']:,} records written, "
-        f"{emitted['store_dropped']:,} dropped."
+        f"durable store: {emitted['store_written']:,} records committed to PostgreSQL, "
+        f"{emitted['store_dropped']:,} dropped by its bounded queue."
     )
 
 
 # --- the child: both ways, interleaved ----------------------------------------------------
 
 
-class QueueSink:
-    """Stand-in for the durable store: a bounded queue, a thread writing JSON lines, no fsync."""
-
-    def __init__(self, path: Path, size: int = 10_000) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(size)
-        self._file = path.open("w")
-        self.written = 0
-        self.dropped = 0
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    async def put(self, record: Any) -> None:
-        self.put_nowait(record)
-
-    def put_nowait(self, record: Any) -> bool:
-        try:
-            self._queue.put_nowait(record)
-            return True
-        except queue.Full:
-            self.dropped += 1
-            return False
-
-    def _drain(self) -> None:
-        import orjson
-
-        while True:
-            record = self._queue.get()
-            self._file.write(orjson.dumps(record.as_dict(), default=str).decode() + "\n")
-            self.written += 1
-
-    def flush(self) -> None:
-        while not self._queue.empty():
-            time.sleep(0.01)
-        self._file.flush()
+STORE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def _child(args: argparse.Namespace) -> None:
+    from sqlalchemy import text
+
     import chatai_otel
     from chatai_otel import EventType
+    from chatai_otel.store.database import create_tables, engine_for
     from chatai_otel.store.records import set_sink
+    from chatai_otel.store.writer import DurableStore
     from chatai_otel.tracking import events
 
     telemetry = chatai_otel.configure()
@@ -183,8 +155,10 @@ def _child(args: argparse.Namespace) -> None:
     # The request span is what the web layer opens for a request: a FastSpan.
     tracer = FastTracer("chatai_otel.web")
     workdir = Path(tempfile.mkdtemp(prefix="bench-events-"))
-    sink = QueueSink(workdir / "store.jsonl")
-    set_sink(sink)
+    schema = f"bench_events_{uuid.uuid4().hex[:8]}"
+    create_tables(STORE_URL, schema)
+    store = DurableStore(STORE_URL, journal_dir=str(workdir / "journal"), schema=schema).start()
+    set_sink(store)
     seed = _SeedWay(workdir / "seed.log")
 
     data = {"dialog_id": 42, "message_length": 120, "channel": "telegram", "api_key": "sk-x"}
@@ -275,7 +249,13 @@ def _child(args: argparse.Namespace) -> None:
                 samples[name].append(round_samples)
     finally:
         seed.drop()
-    sink.flush()
+    store.flush(60)
+    stored = store.stats()
+    store.close()
+    engine = engine_for(STORE_URL)
+    with engine.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
     from opentelemetry import trace
 
     from chatai_otel.export.spans import processor_of
@@ -297,8 +277,8 @@ def _child(args: argparse.Namespace) -> None:
     )
     result["emitted"] = {
         "log_records": ours_events + 50 * sum(1 for name in arms if name.startswith("chatai")),
-        "store_written": sink.written,
-        "store_dropped": sink.dropped,
+        "store_written": stored["committed"],
+        "store_dropped": sum(stored["dropped"].values()),
         "spans_sent": spans.exported if spans is not None else -1,
         "spans_dropped": spans.dropped + spans.failed if spans is not None else -1,
     }

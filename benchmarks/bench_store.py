@@ -337,7 +337,7 @@ def _print(
     print(
         f"\n{args.rounds} interleaved rounds, {args.events:,} events per store arm and "
         f"{args.seed_events:,} for the seed's; PostgreSQL {_pg_version()} on the same "
-        f"{os.cpu_count()}-core machine, shared with other work (other test runs; "
+        f"{os.cpu_count()}-core machine, shared with other work ("
         f"1-minute load average at each round: {loads}): ratios from the same run are what count.\n"
     )
     print("| arm | median events/s | min | max | ÷ seed |")

@@ -368,3 +368,32 @@ def test_lines_to_a_pipe_leave_in_writes_of_up_to_pipe_buf_bytes():
     assert all(len(piece) <= ATOMIC_WRITE for piece in pieces)
     assert all(piece.endswith(b"\n") for piece in pieces)
     assert len(pieces) == -(-25 // (ATOMIC_WRITE // 400))
+
+
+def test_what_kind_of_file_stdout_is_is_asked_once_a_second_not_for_every_line(
+    tmp_path, monkeypatch
+):
+    """Lines from a thread with no loop are written one by one: the regular-file check
+    (pieces for a pipe, one write for a file) is not a second system call for each."""
+    from chatai_otel.logs import line_writer
+
+    asked: list[int] = []
+    real_fstat = os.fstat
+    monkeypatch.setattr(line_writer.os, "fstat", lambda fd: asked.append(fd) or real_fstat(fd))
+    read_end, write_end = os.pipe()
+    with open(tmp_path / "out", "w") as file_stream, os.fdopen(write_end, "w") as pipe_stream:
+        current = [file_stream]
+        writer = line_writer.LineWriter(lambda: current[0], interval=0.05)
+        for n in range(100):
+            writer.write(f"line {n}\n")  # no loop on this thread: each written at once
+        assert asked == [file_stream.fileno()]
+        current[0] = pipe_stream  # stdout now another descriptor: asked again at once
+        writer.write("to the pipe\n")
+        assert asked == [file_stream.fileno(), write_end]
+        assert os.read(read_end, 100) == b"to the pipe\n"
+        time.sleep(1.1)  # and again once a second has passed
+        writer.write("later\n")
+        assert asked == [file_stream.fileno(), write_end, write_end]
+        assert os.read(read_end, 100) == b"later\n"
+    os.close(read_end)
+    assert (tmp_path / "out").read_text() == "".join(f"line {n}\n" for n in range(100))

@@ -83,6 +83,7 @@ class LineWriter:
         self._armed: set[asyncio.AbstractEventLoop] = set()  # loops with a flush to come
         self._stranded = threading.Event()  # set: lines wait, the watcher keeps an eye on them
         self._watcher: threading.Thread | None = None
+        self._kind: tuple[int, bool, float] = (-1, False, 0.0)  # (fd, regular file?, checked at)
 
     def write(self, line: str, urgent: bool = False) -> None:
         """Queue ``line`` when a loop runs here and will come back; else write it all now."""
@@ -136,13 +137,24 @@ class LineWriter:
                 stream.flush()
                 return
             encoding = stream.encoding or "utf-8"
-            if stat.S_ISREG(os.fstat(fd).st_mode):
+            if self._regular_file(fd):
                 _write_all(fd, "".join(lines).encode(encoding, "backslashreplace"))
                 return
             for piece in _pieces(lines, encoding):
                 _write_all(fd, piece)
         except Exception:
             pass  # a closed or broken stdout never breaks anything
+
+    def _regular_file(self, fd: int) -> bool:  # under self._lock
+        """Whether ``fd`` is a regular file, asked of the OS at most once a second: an
+        ``fstat`` per line on a thread with no loop was a second system call (and a second
+        chance for another thread to take the GIL) for every line."""
+        now = time.monotonic()
+        known_fd, regular, checked_at = self._kind
+        if known_fd != fd or now - checked_at >= 1.0:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            self._kind = (fd, regular, now)
+        return regular
 
     def _watch(self) -> None:  # under self._lock
         if self._watcher is None:
