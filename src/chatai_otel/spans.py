@@ -84,23 +84,50 @@ def attribute_value(value: Any) -> Any:
     return str(value)
 
 
+_prefixed: dict[tuple[str, str], str] = {}  # (prefix, key) -> prefix + key: data keys repeat
+
+
 def flatten(prefix: str, data: Mapping[str, Any], into: dict[str, Any]) -> dict[str, Any]:
     """``{"a": 1, "b": {"c": 2}}`` -> ``{prefix + "a": 1, prefix + "b": '{"c":2}'}`` (None dropped)."""
+    names = _prefixed
     for key, value in data.items():
         if value is None:
             continue
-        into[prefix + str(key)] = (
-            value if isinstance(value, _PRIMITIVES) else attribute_value(value)
+        name = names.get((prefix, key)) if type(key) is str else None
+        if name is None:
+            name = prefix + str(key)
+            if type(key) is str and len(key) <= 64:
+                if len(names) >= 4096:
+                    names.clear()
+                names[prefix, key] = name
+        kind = type(value)
+        into[name] = (
+            value
+            if kind is str or kind is int or kind is float or kind is bool
+            else attribute_value(value)
         )
     return into
 
 
+_last_ids: tuple[int, int, str, str] = (0, 0, "", "")  # the span asked last, as hex
+
+
 def trace_ids(span: Span) -> tuple[str | None, str | None]:
-    """The span's trace and span id as lowercase hex, or (None, None) for an invalid span."""
+    """The span's trace and span id as lowercase hex, or (None, None) for an invalid span.
+
+    The last span's are remembered: the events and errors of one request ask for the
+    same span again and again."""
+    global _last_ids
     context = span.get_span_context()
     if not context.is_valid:
         return None, None
-    return format(context.trace_id, "032x"), format(context.span_id, "016x")
+    trace_id, span_id = context.trace_id, context.span_id
+    last = _last_ids
+    if last[1] == span_id and last[0] == trace_id:
+        return last[2], last[3]
+    last = (trace_id, span_id, format(trace_id, "032x"), format(span_id, "016x"))
+    _last_ids = last
+    return last[2], last[3]
 
 
 def scrub_sdk_span_exceptions() -> None:

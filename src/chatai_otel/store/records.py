@@ -60,8 +60,8 @@ def new_event_id() -> str:
         rand_a = 0x7000 | random.getrandbits(12)
         prefix = f"{(millis >> 16) & 0xFFFFFFFF:08x}-{millis & 0xFFFF:04x}-{rand_a:04x}-"
         _id_prefix = (millis, prefix)
-    rand = random.getrandbits(62)
-    return f"{prefix}{0x8000 | (rand >> 48):04x}-{rand & 0xFFFFFFFFFFFF:012x}"
+    tail = f"{(2 << 62) | random.getrandbits(62):016x}"  # the variant bits, then 62 random
+    return f"{prefix}{tail[:4]}-{tail[4:]}"
 
 
 @dataclass(slots=True)
