@@ -268,14 +268,17 @@ def _scanned(scrubber: Scrubber, text: str) -> str:
 @given(
     st.lists(
         st.sampled_from(
-            ["AKIA", "IOSFODNN7EXAMPLE", "Bearer", "token", "eyJ", "sk", "ghp", "xoxb", "0", "ab"]
+            [
+                *("AKIA", "IOSFODNN7EXAMPLE", "Bearer", "token", "eyJ", "sk", "ghp", "xoxb"),
+                *("0", "ab", "-", "sk-", "xoxb-", "0123456789abcdef0123", "ghp_"),
+            ]
         )
-        | st.text(alphabet="abcdefABCDEF0123456789AKIOSxyzé", min_size=1, max_size=12),
+        | st.text(alphabet="abcdefABCDEF0123456789AKIOSxyzé-", min_size=1, max_size=12),
         min_size=1,
         max_size=6,
     )
 )
-def test_the_letters_and_digits_shortcut_gives_what_the_scan_gives(parts):
+def test_the_ids_shortcut_gives_what_the_scan_gives(parts):
     scrubber = Scrubber()
     text = "".join(parts)
     assert scrubber.scrub_text(text) == _scanned(scrubber, text)
@@ -289,7 +292,12 @@ def test_ids_are_passed_through_without_filling_the_text_caches():
     request_id = "6c448a8809fb6d73945825657e3a8a1c"
     assert scrubber.scrub_text_cached(request_id) == request_id
     assert cleaner.fields({"request_id": request_id}) == {"request_id": request_id}
+    event_id = "01a253cc-aadc-718f-8319-608b679cb759"  # a UUID: hex digits and dashes
+    assert scrubber.scrub_text_cached(event_id) == event_id
+    assert cleaner.fields({"event_id": event_id}) == {"event_id": event_id}
     assert scrubber.text_cache == {} and cleaner._text_cache == {}
+    # a key with a dash is still found: its prefix has letters past "f"
+    assert scrubber.scrub_text("sk-0123456789abcdef0123") == REDACTED
     # an AWS access key id is letters and digits too: still found
     assert scrubber.scrub_text("AKIAIOSFODNN7EXAMPLE") == REDACTED
     assert cleaner.fields({"note": "AKIAIOSFODNN7EXAMPLE"}) == {"note": REDACTED}
