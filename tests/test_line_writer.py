@@ -370,7 +370,7 @@ def test_lines_to_a_pipe_leave_in_writes_of_up_to_pipe_buf_bytes():
     assert len(pieces) == -(-25 // (ATOMIC_WRITE // 400))
 
 
-def test_what_kind_of_file_stdout_is_is_asked_once_a_second_not_for_every_line(
+def test_what_kind_of_file_stdout_is_is_asked_once_in_a_while_not_for_every_line(
     tmp_path, monkeypatch
 ):
     """Lines from a thread with no loop are written one by one: the regular-file check
@@ -380,6 +380,7 @@ def test_what_kind_of_file_stdout_is_is_asked_once_a_second_not_for_every_line(
     asked: list[int] = []
     real_fstat = os.fstat
     monkeypatch.setattr(line_writer.os, "fstat", lambda fd: asked.append(fd) or real_fstat(fd))
+    monkeypatch.setattr(line_writer, "STREAM_KIND_FOR", 0.5)
     read_end, write_end = os.pipe()
     with open(tmp_path / "out", "w") as file_stream, os.fdopen(write_end, "w") as pipe_stream:
         current = [file_stream]
@@ -391,7 +392,7 @@ def test_what_kind_of_file_stdout_is_is_asked_once_a_second_not_for_every_line(
         writer.write("to the pipe\n")
         assert asked == [file_stream.fileno(), write_end]
         assert os.read(read_end, 100) == b"to the pipe\n"
-        time.sleep(1.1)  # and again once a second has passed
+        time.sleep(0.6)  # and again once STREAM_KIND_FOR has passed
         writer.write("later\n")
         assert asked == [file_stream.fileno(), write_end, write_end]
         assert os.read(read_end, 100) == b"later\n"

@@ -60,6 +60,7 @@ STRANDED_AFTER = 1.0  # seconds before the thread writes lines whose loop has st
 # A pipe write this small is never cut: 4096 bytes on Linux. (``os`` has no PIPE_BUF; reading
 # it there gave POSIX's minimum, 512, and a system call for every access line on a pipe.)
 ATOMIC_WRITE = getattr(select, "PIPE_BUF", 512)
+STREAM_KIND_FOR = 1.0  # seconds a descriptor's kind (regular file or not) is taken as known
 
 _running_loop = asyncio._get_running_loop  # the C accessor asyncio itself uses; ~50 ns
 
@@ -146,12 +147,13 @@ class LineWriter:
             pass  # a closed or broken stdout never breaks anything
 
     def _regular_file(self, fd: int) -> bool:  # under self._lock
-        """Whether ``fd`` is a regular file, asked of the OS at most once a second: an
-        ``fstat`` per line on a thread with no loop was a second system call (and a second
-        chance for another thread to take the GIL) for every line."""
+        """Whether ``fd`` is a regular file, asked of the OS at most once every
+        :data:`STREAM_KIND_FOR` seconds: an ``fstat`` per line on a thread with no loop was
+        a second system call (and a second chance for another thread to take the GIL) for
+        every line."""
         now = time.monotonic()
         known_fd, regular, checked_at = self._kind
-        if known_fd != fd or now - checked_at >= 1.0:
+        if known_fd != fd or now - checked_at >= STREAM_KIND_FOR:
             regular = stat.S_ISREG(os.fstat(fd).st_mode)
             self._kind = (fd, regular, now)
         return regular

@@ -116,7 +116,7 @@ class ErrorRecord:
     fingerprint: str  # groups occurrences of the same error (alert deduplication uses it)
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain values (timestamp as ISO 8601) for a JSON line; ``data`` is shared, not
+        """Plain values (timestamp as ISO 8601) for a JSON line; ``context`` is shared, not
         copied (``dataclasses.asdict`` deep-copies it: tens of µs a record)."""
         return _as_dict(self)
 
